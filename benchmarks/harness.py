@@ -1,0 +1,69 @@
+"""Shared setup for the benchmarks: the real config, AG News from ../shared, timing and the result line."""
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import transformers  # noqa: E402
+from datasets import DatasetDict  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+
+from pipeline import data, model, schema  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+AG_NEWS_DIR = ROOT.parent / "shared" / "data" / "ag_news_csv"
+
+transformers.logging.set_verbosity_error()
+schema.register()
+
+
+def config(*overrides: str):
+    """The pipeline's own composed config (its defaults are what the benchmarks measure)."""
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=[f"dataset.data_dir={AG_NEWS_DIR}", "output_dir=/tmp/bench", *overrides])
+
+
+@dataclass
+class Prepared:
+    """What the pipeline prepares once per run: splits, tokenizer, tokenized splits, model_init."""
+
+    splits: DatasetDict
+    tokenizer: object
+    tokenized: DatasetDict
+    model_init: Callable
+
+
+def prepare(cfg) -> Prepared:
+    tokenizer = model.load_tokenizer(cfg.model)
+    splits = data.load_splits(cfg.dataset, cfg.seed)
+    tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
+    return Prepared(splits, tokenizer, tokenized, model.make_model_init(cfg.model, data.label_names(splits)))
+
+
+def table(rows: list[dict], columns: list[str]) -> str:
+    widths = {c: max(len(c), *(len(_fmt(r[c])) for r in rows)) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns)]
+    lines += ["  ".join(_fmt(r[c]).ljust(widths[c]) for c in columns) for r in rows]
+    return "\n".join(lines)
+
+
+def _fmt(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def result_line(**values: float | str) -> None:
+    """The one machine-readable line each benchmark ends with."""
+    print("result: " + " ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in values.items()))
+    sys.stdout.flush()
+
+
+def machine() -> str:
+    import torch
+
+    return f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads"

@@ -1,0 +1,52 @@
+"""Entry point: `python -m pipeline +experiment=ag_news [key=value ...]` (Hydra; `-m` for multirun)."""
+import os
+import signal
+import sys
+
+import hydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
+
+from pipeline import schema
+from pipeline.config_errors import one_line
+from pipeline.errors import PipelineError
+from pipeline.tracking import Interrupted
+
+schema.register()
+
+
+def _raise_interrupted(signum: int, frame) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    from pipeline.run import run  # heavy imports after Hydra has validated the config
+
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        run(cfg)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+def cli() -> None:
+    """Hydra's main, with config errors on one line (exit 2) and an interrupt without a traceback."""
+    full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
+    try:
+        main()
+    except (HydraException, OmegaConfBaseException) as err:
+        if full_error:
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as err:
+        print(f"interrupted ({err or 'Ctrl-C'}): run the same command again to continue the study", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    cli()

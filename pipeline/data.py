@@ -1,0 +1,249 @@
+"""Raw splits (Hub, AG News CSV release, local files), label names, the validation carve-out, tokenization."""
+from __future__ import annotations
+
+import html
+import json
+import re
+from pathlib import Path
+
+import datasets
+from datasets import ClassLabel, Dataset, DatasetDict
+from datasets.fingerprint import Hasher
+
+from pipeline.errors import PipelineError
+from pipeline.schema import DatasetConfig
+
+AG_NEWS_COLUMNS = ["label", "title", "description"]
+_FILE_FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
+_ESCAPED_PUNCT = re.compile(r"\\([^A-Za-z0-9\s\\])")  # \$ -> $
+_LINE_BREAK = re.compile(r"\\+")  # the release marks line breaks with backslashes: "broader\network"
+_NUMERIC_ENTITY = re.compile(r"\s?&?#(\d+);")  # "India #39;s" -> "India's"
+_NAMED_ENTITY = re.compile(r"&?\b(quot|amp|lt|gt);")
+_SPACES = re.compile(r"\s+")
+
+
+def load_splits(cfg: DatasetConfig, seed: int) -> DatasetDict:
+    """Train, validation and test splits, each with a `text` string and a ClassLabel `label`."""
+    train, test = _read(cfg)
+    names = train.features["label"].names
+    if test is None:
+        train, test = _carve(train, cfg.test_fraction, seed, "dataset.test_fraction")
+    train, validation = _carve(train, cfg.validation_fraction, seed, "dataset.validation_fraction")
+    splits = DatasetDict(
+        train=_cap(train, cfg.max_train_samples, seed),
+        validation=_cap(validation, cfg.max_eval_samples, seed),
+        test=_cap(test, cfg.max_eval_samples, seed),
+    )
+    for split, ds in splits.items():
+        if len(ds) == 0:
+            raise PipelineError(f"the {split} split is empty: check dataset.max_*_samples and the input files")
+    assert all(ds.features["label"].names == names for ds in splits.values())
+    return splits
+
+
+def tokenize(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:
+    """Tokenize every split once per run, reused across runs from the datasets cache; padding happens
+    per batch in the collator."""
+
+    def encode(batch: dict) -> dict:
+        return tokenizer(batch["text"], truncation=True, max_length=max_length)
+
+    identity = _tokenizer_identity(tokenizer)
+    return DatasetDict({
+        name: ds.map(
+            encode, batched=True, remove_columns=["text"], desc=f"tokenize {name}",
+            new_fingerprint=Hasher.hash([ds._fingerprint, identity, max_length]),
+        )
+        for name, ds in splits.items()
+    })
+
+
+def _tokenizer_identity(tokenizer) -> str:
+    """A hash of the tokenizer's definition. The object's own hash changes once it has truncated
+    (its state records that), which would make every run miss the cache."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec.pop("truncation", None)
+    spec.pop("padding", None)
+    return Hasher.hash(spec)
+
+
+def label_names(splits: DatasetDict) -> list[str]:
+    return splits["train"].features["label"].names
+
+
+def read_ag_news_csv(data_dir: str | Path) -> tuple[Dataset, Dataset]:
+    """The original AG News CSV release: no header, class index 1..4, title, description; classes.txt."""
+    root = Path(data_dir)
+    if not root.is_dir():
+        raise PipelineError(f"dataset.data_dir={data_dir}: no such directory")
+    missing = [f for f in ("train.csv", "test.csv", "classes.txt") if not (root / f).is_file()]
+    if missing:
+        raise PipelineError(
+            f"dataset.data_dir={data_dir} lacks {', '.join(missing)}: expected the AG News CSV release "
+            "(train.csv, test.csv, classes.txt)"
+        )
+    names = [line.strip() for line in _read_text(root / "classes.txt").splitlines() if line.strip()]
+    splits = []
+    for split in ("train", "test"):
+        raw = _load_files("csv", {split: str(root / f"{split}.csv")}, column_names=AG_NEWS_COLUMNS)[split]
+        splits.append(_from_release(raw, names, root / f"{split}.csv"))
+    return splits[0], splits[1]
+
+
+def unescape_ag_news(text: str) -> str:
+    """Undo the release's escapes: `\\$` for `$`, backslash line breaks, `#39;`-style entities."""
+    text = _LINE_BREAK.sub(" ", _ESCAPED_PUNCT.sub(r"\1", text))
+    text = _NAMED_ENTITY.sub(lambda m: html.unescape(f"&{m.group(1)};"), _NUMERIC_ENTITY.sub(_char, text))
+    return _SPACES.sub(" ", text).strip()
+
+
+def _char(match: re.Match) -> str:
+    return chr(int(match.group(1)))
+
+
+def _from_release(raw: Dataset, names: list[str], path: Path) -> Dataset:
+    bad = sorted({v for v in raw["label"] if not (isinstance(v, int) and 1 <= v <= len(names))}, key=str)
+    if bad:
+        raise PipelineError(f"{path}: class index {bad[0]!r} is outside 1..{len(names)} (classes.txt)")
+
+    def convert(row: dict) -> dict:
+        title, description = unescape_ag_news(row["title"] or ""), unescape_ag_news(row["description"] or "")
+        return {"text": f"{title} {description}".strip(), "label": row["label"] - 1}
+
+    features = datasets.Features(text=datasets.Value("string"), label=ClassLabel(names=names))
+    return raw.map(convert, remove_columns=raw.column_names, features=features, desc="ag_news release")
+
+
+def _read(cfg: DatasetConfig) -> tuple[Dataset, Dataset | None]:
+    """Raw train and (optional) test, normalized to `text` + ClassLabel `label`."""
+    if cfg.data_dir:
+        return read_ag_news_csv(cfg.data_dir)
+    if cfg.train_file:
+        files = {"train": cfg.train_file, **({"test": cfg.test_file} if cfg.test_file else {})}
+        raw = _load_local(files)
+        source = {split: f"dataset.{split}_file={path}" for split, path in files.items()}
+    elif cfg.hub_id:
+        raw = _load_hub(cfg)
+        source = {split: f"dataset.hub_id={cfg.hub_id} ({split})" for split in raw}
+    else:
+        raise PipelineError(f"dataset={cfg.name}: set dataset.data_dir, dataset.train_file or dataset.hub_id")
+    train = _normalize(raw["train"], cfg, None, source["train"])
+    names = train.features["label"].names
+    test = _normalize(raw["test"], cfg, names, source["test"]) if "test" in raw else None
+    return train, test
+
+
+def _load_local(files: dict[str, str]) -> DatasetDict:
+    suffixes = {Path(p).suffix.lower() for p in files.values()}
+    for split, path in files.items():
+        if not Path(path).is_file():
+            raise PipelineError(f"dataset.{split}_file={path}: no such file")
+    if len(suffixes) != 1 or (fmt := _FILE_FORMATS.get(suffixes.pop())) is None:
+        raise PipelineError(
+            f"dataset.train_file/test_file: use one format of {', '.join(_FILE_FORMATS)} for all files"
+        )
+    # One file at a time, so that an error names the file at fault.
+    return DatasetDict({split: _load_files(fmt, {split: path})[split] for split, path in files.items()})
+
+
+def _load_files(fmt: str, files: dict[str, str], **kwargs) -> DatasetDict:
+    """Read through `datasets` so parsed files are cached by content across runs."""
+    try:
+        return datasets.load_dataset(fmt, data_files=files, **kwargs)
+    except Exception as err:  # pandas / pyarrow parse errors, wrapped by datasets in DatasetGenerationError
+        while err.__cause__ is not None:
+            err = err.__cause__
+        if isinstance(err, UnicodeDecodeError):
+            raise PipelineError(f"{', '.join(files.values())}: not UTF-8 ({err.reason}); re-save it as UTF-8") from None
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        if "corresponds to no data" in reason:  # datasets' word for a file without rows
+            raise PipelineError(f"{', '.join(files.values())}: no rows; the file needs data under its header") from None
+        raise PipelineError(f"{', '.join(files.values())}: could not be parsed as {fmt}: {reason}") from None
+
+
+def _load_hub(cfg: DatasetConfig) -> DatasetDict:
+    splits = {"train": cfg.hub_train_split, **({"test": cfg.hub_test_split} if cfg.hub_test_split else {})}
+    try:
+        return DatasetDict({name: datasets.load_dataset(cfg.hub_id, split=s) for name, s in splits.items()})
+    except (ConnectionError, OSError) as err:
+        raise PipelineError(
+            f"dataset.hub_id={cfg.hub_id}: the Hugging Face Hub is unreachable ({type(err).__name__}); "
+            "offline, read local files: dataset.data_dir=DIR (AG News CSV release) or dataset=local "
+            "dataset.train_file=PATH"
+        ) from None
+
+
+def _normalize(ds: Dataset, cfg: DatasetConfig, names: list[str] | None, source: str) -> Dataset:
+    """Join `text_columns` into `text`; map `label_column` onto class ids (names inferred from train)."""
+    missing = [c for c in [*cfg.text_columns, cfg.label_column] if c not in ds.column_names]
+    if missing:
+        raise PipelineError(
+            f"{source}: column {missing[0]!r} not found (columns: {', '.join(ds.column_names)}); "
+            "set dataset.text_columns / dataset.label_column"
+        )
+    if len(ds) == 0:
+        raise PipelineError(f"{source}: no rows")
+    feature = ds.features[cfg.label_column]
+    values = ds[cfg.label_column]
+    if names is None:
+        names = feature.names if isinstance(feature, ClassLabel) else _infer_names(values)
+        if len(names) < 2:
+            raise PipelineError(f"{source}: only one class ({names[0]!r}) in {cfg.label_column!r}; need two or more")
+    index = {name: i for i, name in enumerate(names)}
+    as_names = [feature.int2str(v) for v in values] if isinstance(feature, ClassLabel) else [str(v) for v in values]
+    unknown = sorted(set(as_names) - index.keys())
+    if unknown:
+        raise PipelineError(
+            f"{source}: label {unknown[0]!r} is not among the training labels {names}; fix the file or the split"
+        )
+    columns = cfg.text_columns
+
+    def convert(row: dict, i: int) -> dict:
+        return {"text": " ".join(str(row[c]) for c in columns if row[c] is not None), "label": index[as_names[i]]}
+
+    features = datasets.Features(text=datasets.Value("string"), label=ClassLabel(names=names))
+    return ds.map(convert, with_indices=True, remove_columns=ds.column_names, features=features, desc="normalize")
+
+
+def _infer_names(values: list) -> list[str]:
+    """Sorted distinct labels: numerically for numbers, alphabetically for strings."""
+    distinct = set(v for v in values if v is not None)
+    if len(distinct) < len(set(values)):
+        raise PipelineError("a label is empty: every row needs a label")
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in distinct)
+    return [str(v) for v in sorted(distinct, key=(float if numeric else str))]
+
+
+def _carve(ds: Dataset, fraction: float, seed: int, key: str) -> tuple[Dataset, Dataset]:
+    """Seeded, stratified split of `fraction` of the rows."""
+    n_classes = ds.features["label"].num_classes
+    held_out = round(len(ds) * fraction)
+    if not 0 < fraction < 1 or held_out < n_classes or len(ds) - held_out < n_classes:
+        raise PipelineError(
+            f"{key}={fraction}: {len(ds)} rows cannot give a held-out split with every one of {n_classes} "
+            "classes; add rows or change the fraction"
+        )
+    try:
+        parts = ds.train_test_split(test_size=held_out, seed=seed, stratify_by_column="label")
+    except ValueError as err:
+        raise PipelineError(f"{key}={fraction}: cannot stratify: {err}") from None
+    return parts["train"], parts["test"]
+
+
+def _cap(ds: Dataset, limit: int | None, seed: int) -> Dataset:
+    """A seeded, stratified subsample of at most `limit` rows."""
+    if limit is None or limit >= len(ds):
+        return ds
+    if limit <= 0:
+        raise PipelineError(f"dataset.max_*_samples={limit}: must be positive")
+    try:
+        return ds.train_test_split(train_size=limit, seed=seed, stratify_by_column="label")["train"]
+    except ValueError:  # fewer rows than classes: stratification impossible, a plain sample still is
+        return ds.shuffle(seed=seed).select(range(limit))
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: not UTF-8; re-save it as UTF-8") from None

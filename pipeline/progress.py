@@ -1,0 +1,149 @@
+"""The terminal: one line per finished trial, quieter libraries, and the summary table at the end."""
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.table import Table
+from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
+
+log = logging.getLogger(__name__)
+
+# Short names for the searched TrainingArguments fields in one-line output.
+SHORT = {"per_device_train_batch_size": "batch", "num_train_epochs": "epochs", "learning_rate": "lr"}
+
+
+def quiet() -> None:
+    """Each library warning once per process, not once per trial; Optuna's own per-trial lines off
+    (TrialProgress says more)."""
+    if not getattr(warnings.showwarning, "once", False):
+        warnings.showwarning = _once(warnings.showwarning)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _once(show: Callable) -> Callable:
+    # Not the "once" filter action: every warnings.catch_warnings() block (the Trainer and Optuna open
+    # them per trial) resets what the filters have seen. showwarning survives them.
+    seen: set[tuple[type, str]] = set()
+
+    def show_once(message, category, filename, lineno, file=None, line=None) -> None:
+        if (category, str(message)) not in seen:
+            seen.add((category, str(message)))
+            show(message, category, filename, lineno, file, line)
+
+    show_once.once = True
+    return show_once
+
+
+class BarsOnly(ProgressCallback):
+    """The Trainer's progress bars, without the dict of losses it prints at every logging step
+    (they go to MLflow; TrialProgress sums a trial up in one line)."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs: Any) -> None:
+        return None
+
+
+def use_bars_only(trainer) -> None:
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(BarsOnly)
+
+
+def params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{SHORT.get(k, k)}={v:.3g}" if isinstance(v, float) else f"{SHORT.get(k, k)}={v}" for k, v in params.items())
+
+
+class TrialProgress(TrainerCallback):
+    """After each trial: `trial i/N (#number) params | acc per epoch | complete/pruned | elapsed, ~left`."""
+
+    def __init__(self, trainer, n_trials: int) -> None:
+        self.trainer, self.n_trials = trainer, n_trials
+        self.done, self.started, self.trial_started = 0, time.monotonic(), 0.0
+        self.accuracies: list[float] = []
+
+    def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
+        self.trial_started, self.accuracies = time.monotonic(), []
+
+    def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if metrics and "eval_accuracy" in metrics:
+            self.accuracies.append(metrics["eval_accuracy"])
+
+    def on_train_end(self, args, state, control, **kwargs: Any) -> None:
+        trial = self.trainer.trial
+        if not isinstance(trial, optuna.Trial):
+            return
+        self.done += 1
+        # The Trainer calls on_train_end just before it raises TrialPruned.
+        outcome = "pruned" if trial.should_prune() else "complete"
+        log.info("%s", self.line(trial.number, trial.params, outcome))
+
+    def line(self, number: int, params: dict[str, Any], outcome: str) -> str:
+        now = time.monotonic()
+        elapsed = now - self.started
+        left = elapsed / self.done * max(self.n_trials - self.done, 0)
+        accuracies = " ".join(f"{a:.3f}" for a in self.accuracies) or "-"
+        return (
+            f"trial {self.done}/{self.n_trials} (#{number}) {params_text(params)} | eval_accuracy by epoch: "
+            f"{accuracies} | {outcome} in {_clock(now - self.trial_started)} | "
+            f"elapsed {_clock(elapsed)}, ~{_clock(left)} left"
+        )
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
+
+
+@dataclass
+class Summary:
+    """What the summary table shows; `study` is None for a single training run."""
+
+    study: optuna.Study | None
+    test_metrics: dict[str, float]
+    model_uri: str
+    champion: str
+    tracking_uri: str
+    storage: str | None = None
+    best: optuna.trial.FrozenTrial | None = None
+
+
+def summary_table(s: Summary) -> Table:
+    table = Table(title="pipeline summary", show_header=False, title_justify="left")
+    table.add_column(style="bold cyan", no_wrap=True)
+    table.add_column(overflow="fold")
+    if s.study is not None:
+        states = [t.state for t in s.study.get_trials(deepcopy=False)]
+        counts = ", ".join(f"{states.count(st)} {st.name.lower()}" for st in TrialState if states.count(st))
+        table.add_row("study", f"{s.study.study_name}: {len(states)} trials ({counts})")
+    if s.best is not None:
+        table.add_row("best trial", f"#{s.best.number} {params_text(s.best.params)}")
+        table.add_row("validation accuracy", f"{s.best.value:.4f}")
+    table.add_row("test accuracy", f"{s.test_metrics['test_accuracy']:.4f} (f1 macro {s.test_metrics['test_f1_macro']:.4f})")
+    table.add_row("model", f"{s.model_uri} (champion: version {s.champion})")
+    return table
+
+
+def commands(s: Summary) -> list[str]:
+    """How to look at the results, one copyable line each (outside the table, so never wrapped or boxed)."""
+    if s.tracking_uri.startswith(("http://", "https://")):
+        lines = [f"MLflow UI: open {s.tracking_uri}"]
+    else:
+        lines = [f"MLflow UI: mlflow ui --backend-store-uri {s.tracking_uri}   (then open http://127.0.0.1:5000)"]
+    if s.storage is not None:
+        lines.append(f"Optuna dashboard: optuna-dashboard {s.storage}")
+    return lines
+
+
+def print_summary(s: Summary) -> None:
+    console = Console()
+    console.print(summary_table(s))
+    for line in commands(s):
+        console.print(line, soft_wrap=True, highlight=False)

@@ -1,0 +1,125 @@
+"""Best trial -> final model -> test score -> saved, logged and registered; the champion rule."""
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from datasets import DatasetDict
+from mlflow.models import infer_signature
+from transformers import AutoModelForSequenceClassification
+from transformers.trainer_utils import PredictionOutput
+
+from pipeline import train
+from pipeline.tracking import EpochMetrics, Tracker
+
+TEST_METRIC = "test_accuracy"
+# Explicit requirements: left to infer them, mlflow.transformers imports torchvision (absent here).
+PIP_REQUIREMENTS = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "mlflow")]
+
+
+@dataclass
+class FinalModel:
+    directory: Path
+    metrics: dict[str, float]
+    model_uri: str  # models:/NAME/VERSION
+    version: str
+    champion: str  # the version that holds the alias afterwards
+
+
+def final_model(
+    params: dict[str, Any],
+    checkpoint: Path | None,
+    build: Callable[[dict[str, Any], list], train.PipelineTrainer],
+    tracker: Tracker,
+    run_id: str,
+) -> train.PipelineTrainer:
+    """A Trainer holding the final model: the kept checkpoint of the best trial, else retrained with `params`."""
+    if checkpoint is not None:
+        trainer = build(params, [])
+        trainer.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).to(trainer.args.device)
+        return trainer
+    trainer = build(params, [EpochMetrics(tracker, run_id, prefix="final_")])
+    trainer.train()
+    return trainer
+
+
+def predict_test(trainer: train.PipelineTrainer, tokenized: DatasetDict) -> PredictionOutput:
+    """The one look at the test split: metrics and the predictions (for the confusion matrix)."""
+    return trainer.predict(tokenized["test"], metric_key_prefix="test")
+
+
+def scores(prediction: PredictionOutput) -> dict[str, float]:
+    return {k: v for k, v in prediction.metrics.items() if k in ("test_accuracy", "test_f1_macro", "test_loss")}
+
+
+def save_and_register(
+    trainer: train.PipelineTrainer,
+    metrics: dict[str, float],
+    directory: Path,
+    tracker: Tracker,
+    run_id: str,
+    name: str,
+    alias: str,
+) -> FinalModel:
+    """Save with the tokenizer, log to `run_id` as an MLflow model, register it and apply the champion rule."""
+    trainer.save_model(str(directory))  # model + tokenizer (processing_class)
+    tracker.log_metrics(run_id, metrics)
+    signature = infer_signature(["some text"], [{"label": "a label", "score": 0.5}])
+    with mlflow.start_run(run_id=run_id, nested=True):
+        info = mlflow.transformers.log_model(
+            transformers_model={"model": trainer.model, "tokenizer": trainer.processing_class},
+            name="model",
+            task="text-classification",
+            signature=signature,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+    with deferred_interrupts():  # a version is registered, tagged and ranked, or not at all
+        registered = mlflow.register_model(info.model_uri, name, tags={TEST_METRIC: str(metrics[TEST_METRIC])})
+        tracker.client.set_model_version_tag(name, registered.version, "run_id", run_id)
+        champion = promote(tracker, name, alias)
+    model_uri = f"models:/{name}/{registered.version}"
+    tracker.client.set_tag(run_id, "pipeline.model_uri", model_uri)
+    return FinalModel(directory, metrics, model_uri, registered.version, champion)
+
+
+def promote(tracker: Tracker, name: str, alias: str) -> str:
+    """Point `alias` at the version with the best test accuracy (ties keep the holder, then the oldest).
+
+    Equivalent to "move only when the new version beats the champion", and safe when two finalize
+    commands race: each re-reads after writing until what it reads is consistent."""
+    client = tracker.client
+    for _ in range(20):
+        versions = [v for v in client.search_model_versions(f"name = '{name}'") if TEST_METRIC in v.tags]
+        holder = _alias_holder(tracker, name, alias)
+        best = max(versions, key=lambda v: (float(v.tags[TEST_METRIC]), v.version == holder, -int(v.version)))
+        if best.version == holder:
+            return holder
+        client.set_registered_model_alias(name, alias, best.version)
+    raise RuntimeError(f"registry: alias {alias!r} of {name!r} did not settle")
+
+
+def _alias_holder(tracker: Tracker, name: str, alias: str) -> str | None:
+    try:
+        return tracker.client.get_model_version_by_alias(name, alias).version
+    except mlflow.exceptions.MlflowException:
+        return None
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, so the registry is never left half-updated."""
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in received:
+            signal.raise_signal(sig)

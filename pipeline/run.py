@@ -1,0 +1,135 @@
+"""run(cfg): the recipe in order. Cheap checks first, so bad input fails before any training."""
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig
+
+from pipeline import data, distributed, model, progress, registry, report, search, train, workers
+from pipeline.errors import PipelineError
+from pipeline.schema import Mode
+from pipeline.tracking import TrialRuns, Tracker
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: DictConfig) -> registry.FinalModel | None:
+    progress.quiet()
+    # Validates conf/trainer; under torchrun it also joins the process group.
+    train.training_args(cfg.trainer, cfg.output_dir, cfg.seed, **distributed.device_args())
+    distributed.check(cfg)
+    # The search space is validated here too, before anything is read or recorded.
+    space = search.load_space(cfg.search.space) if cfg.mode != Mode.train else []
+    tokenizer = model.load_tokenizer(cfg.model)
+    splits = data.load_splits(cfg.dataset, cfg.seed)
+    labels = data.label_names(splits)
+    model_init = model.make_model_init(cfg.model, labels)
+    # Only now write anything: bad input above leaves no experiment, study or run behind.
+    tracker = distributed.tracker(cfg)  # rank 0's; under torchrun the other ranks write nowhere
+    study = open_study(cfg, space)
+    tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
+    log.info("data: %s; labels: %s", {k: len(v) for k, v in splits.items()}, labels)
+
+    def build(params: dict[str, Any], callbacks: list) -> train.PipelineTrainer:
+        params = dict(params)
+        seed = params.pop("seed", cfg.seed)
+        args = train.training_args(
+            cfg.trainer, str(Path(cfg.output_dir) / "trainer"), seed, **distributed.device_args(), **params
+        )
+        init = search.seeded_model_init(model_init, space) if space else model_init
+        return train.build_trainer(args, init, tokenized, tokenizer, callbacks)
+
+    if cfg.mode == Mode.train:
+        run_id = tracker.new_run(f"train-{cfg.model.name}", "train")
+        with tracker.running(run_id):
+            tracker.log_invocation(run_id, cfg)
+            trainer = registry.final_model({}, None, build, tracker, run_id)
+            final = finish(cfg, trainer, tokenized, tracker, run_id, labels)
+        if final is not None:
+            progress.print_summary(progress.Summary(None, final.metrics, final.model_uri, final.champion, tracker.uri))
+        return final
+
+    parent = tracker.study_run(cfg.search.study_name)
+    with tracker.running(parent):
+        tracker.log_invocation(parent, cfg)
+        if study is not None:
+            search.fail_stale_trials(study)  # trials of a killed worker, once its heartbeat is past grace_period
+            workers.warn_on_shared_sqlite(cfg.search, study)
+        tracker.close_trial_runs(parent, study)  # runs a killed worker left RUNNING
+        if cfg.mode == Mode.search:
+            run_search(cfg, build, tracker, parent, study, space)
+        if study is not None:
+            report.log_study(tracker, parent, study)  # before the final step, so a failure there keeps the plots
+        params, checkpoint = best_of(cfg, study, tracker, parent)
+        trainer = registry.final_model(params, checkpoint, build, tracker, parent)
+        final = finish(cfg, trainer, tokenized, tracker, parent, labels)
+    if final is not None:
+        best = search.best_trial(study)
+        progress.print_summary(
+            progress.Summary(study, final.metrics, final.model_uri, final.champion, tracker.uri, cfg.search.storage, best)
+        )
+    return final
+
+
+def best_of(cfg: DictConfig, study: optuna.Study | None, tracker: Tracker, parent: str) -> tuple[dict, Path | None]:
+    """The best trial's params and kept weights; under torchrun, rank 0's choice on every rank."""
+    params, checkpoint = {}, None
+    if study is not None:
+        best = search.best_trial(study)
+        search.drop_checkpoints(study, best, cfg.search.checkpoint_dir)
+        log.info("best trial %d: eval_accuracy=%.4f %s", best.number, best.value, best.params)
+        tracker.log_metrics(parent, {"best_eval_accuracy": best.value})
+        params, checkpoint = best.params, search.checkpoint_for(best, cfg.search.checkpoint_dir)
+    params, checkpoint = distributed.from_main((params, checkpoint))
+    readable = distributed.everywhere(checkpoint is not None and (checkpoint / "config.json").is_file())
+    return params, checkpoint if readable else None
+
+
+def open_study(cfg: DictConfig, space: list[search.Param]) -> optuna.Study | None:
+    """The study (search), the existing study (finalize), or nothing (train)."""
+    if cfg.mode == Mode.train or not distributed.is_main():  # a torchrun replica: rank 0 alone uses the study
+        return None
+    rdb = search.storage(cfg.search)
+    if cfg.mode == Mode.finalize and cfg.search.study_name not in optuna.get_all_study_names(rdb):
+        raise PipelineError(f"search.study_name={cfg.search.study_name}: no such study in {cfg.search.storage}")
+    start = {**cfg.trainer, "seed": cfg.seed}  # the experiment's starting point is trial 0
+    return search.open_study(cfg.search, space, rdb, start)
+
+
+def run_search(cfg: DictConfig, build, tracker: Tracker, parent: str, study: optuna.Study, space) -> None:
+    trainer = build({}, [])
+    if study is None:  # a torchrun replica: trains the FixedTrial rank 0 broadcasts for each trial
+        search.follow(trainer, cfg.search, space)
+        return
+    fixed = {"model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed}
+    trainer.add_callback(TrialRuns(tracker, parent, study, trainer, fixed))
+    trainer.add_callback(search.KeepBestTrial(trainer, study, cfg.search.checkpoint_dir))
+    trainer.add_callback(progress.TrialProgress(trainer, cfg.search.n_trials))
+    progress.use_bars_only(trainer)
+    try:
+        search.run(trainer, cfg.search, space, study, cfg.seed)
+    finally:
+        interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        tracker.close_trial_runs(parent, study, interrupted=interrupted)
+
+
+def finish(
+    cfg: DictConfig, trainer, tokenized, tracker: Tracker, run_id: str, labels: list[str]
+) -> registry.FinalModel | None:
+    prediction = registry.predict_test(trainer, tokenized)
+    if not distributed.is_main():  # rank 0 saves, logs and registers
+        return None
+    metrics = registry.scores(prediction)
+    report.log_confusion_matrix(tracker, run_id, prediction, labels)
+    final = registry.save_and_register(
+        trainer, metrics, Path(cfg.output_dir) / "model", tracker, run_id, cfg.registry.name, cfg.registry.alias
+    )
+    log.info(
+        "test_accuracy=%.4f test_f1_macro=%.4f; registered %s; %s is version %s",
+        metrics["test_accuracy"], metrics["test_f1_macro"], final.model_uri, cfg.registry.alias, final.champion,
+    )
+    return final

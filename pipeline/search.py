@@ -1,0 +1,287 @@
+"""sweeps/<space>.yaml -> hp_space; the Optuna study (storage, sampler, pruner); the search itself."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy
+import yaml
+from optuna.exceptions import ExperimentalWarning
+from optuna.storages import RDBStorage
+from optuna.trial import TrialState
+from transformers import TrainerCallback, TrainingArguments
+from transformers.trainer_utils import set_seed
+
+from pipeline.errors import PipelineError
+from pipeline.schema import Pruner, Sampler, SearchConfig
+from pipeline.train import POSITIVE_ARGS, PipelineTrainer, objective
+from pipeline.workers import RetryStaleTrial, TrialSeededSampler
+
+SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
+DIRECTION = "maximize"  # validation accuracy
+SCHEMA_RACE_RETRIES = 3  # workers opening a new database at once race to create its tables; losers retry
+_KINDS = {"categorical": {"choices"}, "int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"}}
+_POSITIVE = set(POSITIVE_ARGS)
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched TrainingArguments field (or `seed`) and its distribution."""
+
+    name: str
+    type: str
+    choices: tuple | None = None
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+
+    def suggest(self, trial: optuna.Trial) -> Any:
+        if self.type == "categorical":
+            return trial.suggest_categorical(self.name, list(self.choices))
+        if self.type == "int":
+            return trial.suggest_int(self.name, int(self.low), int(self.high), step=int(self.step or 1), log=self.log)
+        return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
+
+
+def space_path(space: str) -> Path:
+    """`search.space` is a name in sweeps/ or a path to a YAML file."""
+    return Path(space) if space.endswith((".yaml", ".yml")) else SWEEPS_DIR / f"{space}.yaml"
+
+
+def load_space(space: str) -> list[Param]:
+    path = space_path(space)
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
+        raise PipelineError(f"search.space={space}: no file {path} (known spaces: {known})")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise PipelineError(f"search.space={space}: {path} is not valid YAML ({err.problem})") from None
+    if not isinstance(raw, dict) or not raw:
+        raise PipelineError(f"search.space={space}: {path} must map parameter names to distributions")
+    return [parse_param(name, spec, path) for name, spec in raw.items()]
+
+
+def parse_param(name: str, spec: Any, path: Path | str) -> Param:
+    """Validate one entry of a search space; every problem names the parameter and the file."""
+    where = f"{path}: {name}"
+    if name != "seed" and name not in TrainingArguments.__dataclass_fields__:
+        raise PipelineError(f"{where}: not a transformers.TrainingArguments field (or `seed`)")
+    if not isinstance(spec, dict) or spec.get("type") not in _KINDS:
+        raise PipelineError(f"{where}: needs `type` (one of {', '.join(_KINDS)})")
+    kind = spec["type"]
+    extra = set(spec) - _KINDS[kind] - {"type"}
+    if extra:
+        raise PipelineError(f"{where}: unknown key {sorted(extra)[0]!r} for a {kind} distribution")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise PipelineError(f"{where}: categorical needs a non-empty `choices` list")
+        if name in _POSITIVE and any(not isinstance(c, (int, float)) or c <= 0 for c in choices):
+            raise PipelineError(f"{where}: every choice must be a positive number, got {choices}")
+        return Param(name, kind, choices=tuple(choices))
+    low, high = spec.get("low"), spec.get("high")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high)):
+        raise PipelineError(f"{where}: {kind} needs numeric `low` and `high`")
+    if low > high:
+        raise PipelineError(f"{where}: low={low} is greater than high={high}")
+    if name in _POSITIVE and low <= 0:
+        raise PipelineError(f"{where}: low={low} must be positive")
+    if spec.get("log") and low <= 0:
+        raise PipelineError(f"{where}: a log distribution needs low > 0")
+    return Param(name, kind, low=low, high=high, step=spec.get("step"), log=bool(spec.get("log", False)))
+
+
+def hp_space(space: list[Param]) -> Callable[[optuna.Trial], dict[str, Any]]:
+    return lambda trial: {param.name: param.suggest(trial) for param in space}
+
+
+def seeded_model_init(model_init: Callable, space: list[Param]) -> Callable:
+    """The Trainer seeds and calls model_init before it applies the trial's values, so a searched
+    `seed` would reach trial N from trial N-1: draw the trial's seed here first."""
+    suggest = hp_space(space)
+
+    def init(trial: optuna.Trial | None = None):
+        if trial is not None and any(p.name == "seed" for p in space):
+            set_seed(suggest(trial)["seed"])
+        return model_init()
+
+    return init
+
+
+def storage(cfg: SearchConfig) -> RDBStorage:
+    """RDB storage with heartbeats: a killed worker's RUNNING trial turns FAIL and is retried once."""
+    if cfg.storage.startswith("sqlite:///"):
+        Path(cfg.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        for attempt in range(SCHEMA_RACE_RETRIES):
+            try:
+                return RDBStorage(
+                    cfg.storage,
+                    heartbeat_interval=cfg.heartbeat_interval,
+                    grace_period=cfg.grace_period,
+                    heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=1),
+                )
+            except sqlalchemy.exc.IntegrityError:  # workers creating a new database's tables at once
+                if attempt == SCHEMA_RACE_RETRIES - 1:
+                    raise
+                time.sleep(1 + attempt)
+    except Exception as err:  # sqlalchemy: bad URL, unreachable server, missing driver
+        raise PipelineError(f"search.storage={cfg.storage}: cannot open ({str(err).splitlines()[0]})") from None
+
+
+def open_study(
+    cfg: SearchConfig, space: list[Param], rdb: RDBStorage, start: dict[str, Any] | None = None
+) -> optuna.Study:
+    """Create the study (its first trial: the configured `start` values), or load it and check it was
+    made for this space and direction."""
+    study = optuna.create_study(study_name=cfg.study_name, storage=rdb, direction=DIRECTION, load_if_exists=True)
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:  # before marking it as ours below
+        raise PipelineError(f"search.study_name={cfg.study_name} minimises; this pipeline maximises accuracy")
+    fingerprint = json.dumps([asdict(p) for p in space], sort_keys=True)
+    stored = study.user_attrs.get("search_space")
+    if stored is None:
+        study.set_user_attr("search_space", fingerprint)
+        if start:
+            study.enqueue_trial({p.name: start[p.name] for p in space if p.name in start}, skip_if_exists=True)
+    elif stored != fingerprint:
+        raise PipelineError(
+            f"search.study_name={cfg.study_name} was created with a different search space than "
+            f"search.space={cfg.space}; use a new search.study_name"
+        )
+    return study
+
+
+def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == Sampler.random:
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials, constant_liar=True)
+
+
+def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
+    if cfg.pruner == Pruner.median:
+        return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials)
+    if cfg.pruner == Pruner.hyperband:
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+def run(trainer: PipelineTrainer, cfg: SearchConfig, space: list[Param], study: optuna.Study, seed: int) -> None:
+    """Run `search.n_trials` more trials of the study through Trainer.hyperparameter_search."""
+    trainer.hyperparameter_search(
+        hp_space=hp_space(space),
+        compute_objective=objective,
+        n_trials=cfg.n_trials,
+        direction=DIRECTION,
+        backend="optuna",
+        hp_name=trial_name,
+        # The rest goes to optuna.create_study / study.optimize.
+        study_name=study.study_name,
+        storage=study._storage,
+        load_if_exists=True,
+        # Seeded per trial number: concurrent workers draw apart, a resumed study does not replay its first draws.
+        sampler=TrialSeededSampler(lambda trial_seed: make_sampler(cfg, trial_seed), seed),
+        pruner=make_pruner(cfg),
+        catch=(Exception,),  # a crashing trial is recorded FAIL; the study goes on
+    )
+
+
+def follow(trainer: PipelineTrainer, cfg: SearchConfig, space: list[Param]) -> None:
+    """A torchrun rank other than 0: transformers hands it each trial rank 0 samples (as a FixedTrial)."""
+    trainer.hyperparameter_search(
+        hp_space=hp_space(space), compute_objective=objective, n_trials=cfg.n_trials, direction=DIRECTION,
+        backend="optuna", hp_name=trial_name,
+    )
+
+
+def trial_name(trial: optuna.Trial) -> str:
+    return f"trial-{trial.number}"
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    complete = study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])
+    if not complete:
+        raise PipelineError(
+            f"study {study.study_name} has no completed trial yet; see the failed trials' errors in MLflow"
+        )
+    return max(complete, key=lambda t: (t.value, -t.number))
+
+
+class KeepBestTrial(TrainerCallback):
+    """Save a finished trial's weights when it beats the study's best, and drop the weights it displaces,
+    so disk holds one checkpoint however many trials run; the final step reuses it instead of retraining."""
+
+    def __init__(self, trainer: PipelineTrainer, study: optuna.Study, directory: str) -> None:
+        self.trainer, self.study, self.directory = trainer, study, Path(directory)
+
+    def on_train_end(self, args, state, control, model=None, processing_class=None, **kwargs: Any) -> None:
+        trial = self.trainer.trial
+        value = getattr(self.trainer, "objective", None)
+        if not isinstance(trial, optuna.Trial) or value is None:
+            return
+        # Also called just before a prune at the last epoch: that trial is no candidate.
+        if state.epoch < args.num_train_epochs - 1e-6 or trial.should_prune():
+            return
+        previous = self._best()
+        if previous is not None and value <= previous.value:
+            return
+        target = self.directory / trial_name(trial)
+        staging = self.directory / f".{target.name}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(staging)
+        processing_class.save_pretrained(staging)
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)  # a checkpoint directory is either whole or absent
+        self._drop_all_but(target.name, previous)
+
+    def _best(self) -> optuna.trial.FrozenTrial | None:
+        try:
+            return best_trial(self.study)
+        except PipelineError:
+            return None
+
+    def _drop_all_but(self, keep: str, previous: optuna.trial.FrozenTrial | None) -> None:
+        # The previous best stays until this trial is told COMPLETE; the next save removes it.
+        kept = {keep, trial_name(previous)} if previous else {keep}
+        for path in self.directory.glob("trial-*"):
+            if path.name not in kept:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+def checkpoint_for(trial: optuna.trial.FrozenTrial, directory: str) -> Path | None:
+    """The kept weights of `trial`, if this machine has them."""
+    path = Path(directory) / trial_name(trial)
+    return path if (path / "config.json").is_file() else None
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """FAIL (and queue one retry of) RUNNING trials whose worker stopped heartbeating more than
+    search.grace_period ago: a SIGKILL or a lost machine. Optuna does this before each new trial;
+    doing it when a run starts repairs a killed run even if this run starts no trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+_CHECKPOINT = re.compile(r"^\.?trial-(\d+)(\.partial)?$")
+
+
+def drop_checkpoints(study: optuna.Study, best: optuna.trial.FrozenTrial, directory: str) -> None:
+    """Remove kept weights (and a killed save's `.partial` leftovers) of every finished trial but `best`.
+
+    KeepBestTrial keeps the previous best until the new one is COMPLETE, and a killed worker may leave
+    a partial save; a trial still running (another worker's) keeps its files."""
+    finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    for path in Path(directory).glob("*trial-*"):
+        found = _CHECKPOINT.match(path.name)
+        if found and int(found.group(1)) in finished and int(found.group(1)) != best.number:
+            shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,228 @@
+"""MLflow: the parent run per study, one child run per trial with per-epoch metrics, run repair."""
+from __future__ import annotations
+
+import contextlib
+import shlex
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import optuna
+import requests
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from omegaconf import DictConfig, OmegaConf
+from optuna.trial import TrialState
+from transformers import TrainerCallback
+
+from pipeline.errors import PipelineError
+from pipeline.schema import TrackingConfig
+from pipeline.workers import worker_name
+
+ROLE_TAG = "pipeline.role"  # study | trial | train
+STUDY_TAG = "pipeline.study"
+TRIAL_TAG = "pipeline.trial"
+STATE_TAG = "pipeline.state"  # running | complete | pruned | failed | interrupted
+ERROR_TAG = "pipeline.error"
+RUN_ID_ATTR = "mlflow_run_id"  # on each Optuna trial
+WORKER = "pipeline.worker"  # host:pid that ran a trial: an Optuna user attribute and an MLflow tag
+SETTLE_S = 1.0  # how long a new parent run waits for racing creators' runs to become visible
+
+# Optuna's final trial state -> (MLflow status, state tag). A pruned trial is a normal outcome.
+_TRIAL_END = {
+    TrialState.COMPLETE: (RunStatus.FINISHED, "complete"),
+    TrialState.PRUNED: (RunStatus.FINISHED, "pruned"),
+    TrialState.FAIL: (RunStatus.FAILED, "failed"),
+}
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every `finally` runs."""
+
+
+class Tracker:
+    """One MLflow experiment, through an explicit client (no global active-run state between jobs)."""
+
+    def __init__(self, cfg: TrackingConfig) -> None:
+        self.uri = cfg.uri
+        if cfg.uri.startswith("sqlite:///"):
+            Path(cfg.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        check_reachable(cfg.uri)
+        mlflow.set_tracking_uri(cfg.uri)
+        mlflow.set_registry_uri(cfg.uri)
+        self.client = MlflowClient(cfg.uri, cfg.uri)
+        self.experiment_id = self._experiment(cfg)
+
+    def _experiment(self, cfg: TrackingConfig) -> str:
+        try:
+            found = self.client.get_experiment_by_name(cfg.experiment)
+        except Exception as err:
+            raise PipelineError(f"tracking.uri={cfg.uri}: unreachable ({str(err).splitlines()[0][:200]})") from None
+        if found is not None:
+            return found.experiment_id
+        local = cfg.uri.startswith("sqlite:")  # a tracking server chooses its own artifact store
+        location = Path(cfg.artifact_dir).resolve().as_uri() if local else None
+        try:
+            return self.client.create_experiment(cfg.experiment, artifact_location=location)
+        except mlflow.exceptions.MlflowException:  # another worker created it first
+            return self.client.get_experiment_by_name(cfg.experiment).experiment_id
+
+    def study_run(self, study_name: str) -> str:
+        """The parent run of a study: found by tag, else created (racing workers settle on the oldest).
+
+        A creator deletes only its own run when it lost the race, never one another worker may already use."""
+        found = self._study_runs(study_name)
+        if found:
+            return found[0].info.run_id
+        mine = self.client.create_run(
+            self.experiment_id,
+            run_name=study_name,
+            tags={ROLE_TAG: "study", STUDY_TAG: study_name},
+        ).info.run_id
+        time.sleep(SETTLE_S)
+        oldest = self._study_runs(study_name)[0].info.run_id
+        if oldest != mine:
+            self.client.set_terminated(mine, "KILLED")
+            self.client.delete_run(mine)
+        return oldest
+
+    def _study_runs(self, study_name: str) -> list:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            f"tags.`{ROLE_TAG}` = 'study' AND tags.`{STUDY_TAG}` = '{study_name}'",
+            max_results=100,
+        )
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    def new_run(self, name: str, role: str, parent_id: str | None = None, **tags: str) -> str:
+        tags = {ROLE_TAG: role, MLFLOW_RUN_NAME: name, **tags}
+        if parent_id:
+            tags[MLFLOW_PARENT_RUN_ID] = parent_id
+        return self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+
+    @contextlib.contextmanager
+    def running(self, run_id: str) -> Iterator[str]:
+        """Mark `run_id` RUNNING for the block; FINISHED, KILLED (interrupt) or FAILED after it."""
+        self.client.update_run(run_id, status="RUNNING")
+        status = "FAILED"
+        try:
+            yield run_id
+            status = "FINISHED"
+        except KeyboardInterrupt:
+            status = "KILLED"
+            raise
+        finally:
+            self.client.set_terminated(run_id, status)
+
+    def log_invocation(self, run_id: str, cfg: DictConfig) -> None:
+        """The resolved config and the exact command line, as artifacts of the run."""
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+            (Path(tmp) / "command.txt").write_text(command_line() + "\n")
+            self.client.log_artifacts(run_id, tmp)
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+        for key, value in metrics.items():
+            self.client.log_metric(run_id, key, float(value), step=step)
+
+    def trial_runs(self, parent_id: str, status: str | None = None) -> list:
+        query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}' AND tags.`{ROLE_TAG}` = 'trial'"
+        if status:
+            query += f" AND attributes.status = '{status}'"
+        return self.client.search_runs([self.experiment_id], query, max_results=10000)
+
+    def close_trial_runs(self, parent_id: str, study: optuna.Study, interrupted: bool = False) -> None:
+        """End every RUNNING trial run whose Optuna trial has ended (after a trial, a crash or a SIGKILL),
+        and give a failed run to a trial that failed before its run began (e.g. in model_init)."""
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        for run in self.trial_runs(parent_id, status="RUNNING"):
+            trial = trials.get(int(run.data.tags.get(TRIAL_TAG, -1)))
+            if trial is None or trial.state in (TrialState.RUNNING, TrialState.WAITING):
+                continue
+            self._end_trial_run(run.info.run_id, trial, interrupted)
+        with_runs = {run.data.tags.get(TRIAL_TAG) for run in self.trial_runs(parent_id)}
+        for trial in trials.values():
+            if trial.state == TrialState.FAIL and str(trial.number) not in with_runs:
+                tags = {TRIAL_TAG: str(trial.number), STUDY_TAG: study.study_name}
+                self._end_trial_run(self.new_run(f"trial-{trial.number}", "trial", parent_id, **tags), trial, interrupted)
+
+    def _end_trial_run(self, run_id: str, trial: optuna.trial.FrozenTrial, interrupted: bool) -> None:
+        status, state = _TRIAL_END[trial.state]
+        error = trial.user_attrs.get("error")
+        if interrupted and trial.state == TrialState.FAIL:
+            status, state = RunStatus.KILLED, "interrupted"
+        elif trial.state == TrialState.FAIL and error is None:
+            error = "the worker stopped (killed or lost) during this trial; Optuna failed it after search.grace_period"
+        self.client.set_tag(run_id, STATE_TAG, state)
+        if error:
+            self.client.set_tag(run_id, ERROR_TAG, error)
+        self.client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail at once on a tracking server that does not answer: MLflow's own client retries with
+    backoff for minutes (right for a blip mid-sweep, wrong for a typo at the start)."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+    except requests.RequestException as err:
+        raise PipelineError(
+            f"tracking.uri={uri}: no tracking server answers ({type(err).__name__}); start it "
+            "(mlflow server) or use a local store, e.g. tracking.uri=sqlite:///mlruns/mlflow.db"
+        ) from None
+
+
+def command_line() -> str:
+    return shlex.join([Path(sys.executable).name, "-m", "pipeline", *sys.argv[1:]])
+
+
+class EpochMetrics(TrainerCallback):
+    """Log eval metrics once per epoch (step = epoch) and the training loss, to one MLflow run."""
+
+    def __init__(self, tracker: Tracker, run_id: str | None, prefix: str = "") -> None:
+        self.tracker, self.run_id, self.prefix = tracker, run_id, prefix
+
+    def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if self.run_id is None or not state.is_world_process_zero:
+            return
+        epoch = round(state.epoch or 0)
+        logged = {k: v for k, v in (metrics or {}).items() if k in ("eval_accuracy", "eval_loss", "eval_f1_macro")}
+        self.tracker.log_metrics(self.run_id, {self.prefix + k: v for k, v in logged.items()}, step=epoch)
+
+    def on_log(self, args, state, control, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if self.run_id is not None and state.is_world_process_zero and "loss" in (logs or {}):
+            self.tracker.log_metrics(self.run_id, {self.prefix + "train_loss": logs["loss"]}, step=state.global_step)
+
+
+class TrialRuns(EpochMetrics):
+    """Inside a search: one nested MLflow run per Optuna trial, named `trial-N`, with its params.
+
+    Replaces transformers' MLflowCallback, which is not trial-aware. A trial's run is ended from the
+    state Optuna recorded, when the next trial starts or the search ends (Tracker.close_trial_runs)."""
+
+    def __init__(self, tracker: Tracker, parent_id: str, study: optuna.Study, trainer, fixed: dict[str, Any]):
+        super().__init__(tracker, None)
+        self.parent_id, self.study, self.trainer, self.fixed = parent_id, study, trainer, fixed
+
+    def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
+        trial = self.trainer.trial
+        if not isinstance(trial, optuna.Trial):
+            return
+        self.tracker.close_trial_runs(self.parent_id, self.study)
+        self.run_id = self.tracker.new_run(
+            f"trial-{trial.number}",
+            "trial",
+            self.parent_id,
+            **{TRIAL_TAG: str(trial.number), STATE_TAG: "running", STUDY_TAG: self.study.study_name,
+               WORKER: worker_name()},
+        )
+        trial.set_user_attr(RUN_ID_ATTR, self.run_id)
+        trial.set_user_attr(WORKER, worker_name())
+        for key, value in {**self.fixed, **trial.params}.items():
+            self.tracker.client.log_param(self.run_id, key, value)

@@ -1,0 +1,112 @@
+"""TrainingArguments from conf/trainer, compute_metrics, and the Trainer."""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import optuna
+from datasets import DatasetDict
+from sklearn.metrics import accuracy_score, f1_score
+from transformers import (
+    DataCollatorWithPadding,
+    EvalPrediction,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from pipeline.errors import PipelineError
+
+# What the pipeline decides, whatever conf/trainer says: per-epoch evaluation (the search objective and
+# MLflow's per-epoch curves), no per-trial checkpoints (only the best trial's weights are kept, by
+# search.KeepBestTrial), MLflow through our own trial-aware callback, and raw losses so NaN is seen.
+FIXED_ARGS: dict[str, Any] = {
+    "eval_strategy": "epoch",
+    "save_strategy": "no",
+    "report_to": "none",
+    "logging_nan_inf_filter": False,
+}
+
+# TrainingArguments accepts 0 or negative values here and fails (or trains nothing) much later.
+POSITIVE_ARGS = ("per_device_train_batch_size", "per_device_eval_batch_size", "num_train_epochs", "learning_rate")
+
+
+def training_args(trainer_cfg: dict[str, Any], output_dir: str, seed: int, **overrides: Any) -> TrainingArguments:
+    """TrainingArguments from conf/trainer; a misspelt or invalid field is a one-line error."""
+    fields = {**trainer_cfg, **overrides, **FIXED_ARGS, "output_dir": output_dir, "seed": seed}
+    unknown = sorted(set(fields) - set(TrainingArguments.__dataclass_fields__))
+    if unknown:
+        raise PipelineError(f"trainer.{unknown[0]}: not a transformers.TrainingArguments field")
+    for key in POSITIVE_ARGS:
+        if not isinstance(fields.get(key, 1), (int, float)) or fields.get(key, 1) <= 0:
+            raise PipelineError(f"trainer.{key}={fields[key]}: must be a positive number")
+    try:
+        return TrainingArguments(**fields)
+    except (ValueError, TypeError) as err:
+        raise PipelineError(f"trainer: {str(err).splitlines()[0]}") from None
+
+
+def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
+    predicted = np.argmax(prediction.predictions, axis=-1)
+    return {
+        "accuracy": float(accuracy_score(prediction.label_ids, predicted)),
+        "f1_macro": float(f1_score(prediction.label_ids, predicted, average="macro")),
+    }
+
+
+def objective(metrics: dict[str, float]) -> float:
+    """What the search maximises: validation accuracy (not the Trainer's default sum of all metrics)."""
+    return metrics["eval_accuracy"]
+
+
+class PipelineTrainer(Trainer):
+    """A Trainer that reports to Optuna once per epoch and records why a trial failed."""
+
+    @property
+    def trial(self) -> optuna.Trial | None:
+        """The Optuna trial being trained, None outside a search."""
+        return getattr(self, "_trial", None)
+
+    def _report_to_hp_search(self, trial, step: int, metrics: dict[str, float]) -> None:
+        # The Trainer reports at global_step; with batch size searched, step N means different amounts of
+        # data per trial. Reporting at the epoch makes the pruner compare trials after equal training.
+        super()._report_to_hp_search(trial, round(self.state.epoch or 0), metrics)
+
+    def train(self, *args: Any, trial: optuna.Trial | None = None, **kwargs: Any):
+        try:
+            return super().train(*args, trial=trial, **kwargs)
+        except Exception as err:
+            # Optuna keeps no failure reason; MLflow's trial run shows this one.
+            if isinstance(trial, optuna.Trial) and not isinstance(err, optuna.TrialPruned):
+                trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+            raise
+
+
+class NanLossGuard(TrainerCallback):
+    """Fail a trial at the first non-finite training loss instead of training on garbage."""
+
+    def on_log(self, args, state, control, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            raise FloatingPointError(f"training loss is {loss} at step {state.global_step}")
+
+
+def build_trainer(
+    args: TrainingArguments,
+    model_init: Callable,
+    tokenized: DatasetDict,
+    tokenizer,
+    callbacks: list[TrainerCallback] = (),
+) -> PipelineTrainer:
+    return PipelineTrainer(
+        model_init=model_init,
+        args=args,
+        train_dataset=tokenized["train"],
+        eval_dataset=tokenized["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+        callbacks=[NanLossGuard(), *callbacks],
+    )

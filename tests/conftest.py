@@ -1,0 +1,78 @@
+"""Shared fixtures: the real config composed with tiny overrides, tiny data, the real entry point."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from pipeline import schema
+
+ROOT = Path(__file__).resolve().parent.parent
+AG_NEWS_DIR = ROOT.parent / "shared" / "data" / "ag_news_csv"
+CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
+# Small and fast: the tiny random BERT, a few hundred real AG News rows, short sequences.
+TINY = [
+    "model=tiny",
+    f"dataset.data_dir={AG_NEWS_DIR}",
+    "dataset.max_train_samples=96",
+    "dataset.max_eval_samples=40",
+    "dataset.max_length=48",
+    "trainer.logging_steps=5",
+    "trainer.learning_rate=0.001",
+]
+
+schema.register()
+
+
+def compose_config(*overrides: str):
+    """The real conf/ composed as Hydra's entry point would, with `overrides`."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def pipeline_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # The Hub is unreachable here: fail at once instead of retrying for a minute.
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))  # this checkout
+    env.update(extra)
+    return env
+
+
+def run_pipeline(cwd: Path, *overrides: str, module: str = "pipeline", timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline OVERRIDES` in `cwd` (where mlruns/ and outputs/ land)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=cwd,
+        env=pipeline_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
+
+
+def write_ag_news_release(directory: Path, rows: dict[str, list[tuple[int, str, str]]]) -> Path:
+    """A directory in the AG News CSV release format: no header, every field quoted."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    for split, split_rows in rows.items():
+        with open(directory / f"{split}.csv", "w", newline="", encoding="utf-8") as f:
+            csv.writer(f, quoting=csv.QUOTE_ALL).writerows(split_rows)
+    return directory
+
+
+@pytest.fixture
+def release_dir(tmp_path: Path) -> Path:
+    """12 train and 8 test rows per class, with the release's escapes."""
+    def rows(n: int) -> list[tuple[int, str, str]]:
+        return [(c + 1, f"{CLASSES[c]} title {i}", f"Costs \\$5 at  #39;shop #39;\\ line{i}") for c in range(4) for i in range(n)]
+
+    return write_ag_news_release(tmp_path / "ag_news", {"train": rows(12), "test": rows(8)})

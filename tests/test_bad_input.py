@@ -1,0 +1,204 @@
+"""Bad input fails before any training: one line `error: ...` naming the key or file, exit 2, no traceback.
+
+Most cases call the real Hydra entry point (`pipeline.__main__.cli`) in this process, which is what
+`python -m pipeline` runs; the ones about the process itself (hub offline, the Hydra message a user sees,
+a dead tracking server's wait) run it in a subprocess."""
+from __future__ import annotations
+
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from hydra.core.global_hydra import GlobalHydra
+
+from pipeline import search
+from pipeline.__main__ import cli, main
+from tests.conftest import TINY, compose_config, run_pipeline, write_ag_news_release
+
+BASE = [o for o in TINY if not o.startswith("dataset.data_dir")] + ["search.n_trials=1"]
+ROWS = [(c + 1, f"title {i}", f"text {i}") for c in range(4) for i in range(10)]
+
+
+def run_cli(monkeypatch, capsys, cwd: Path, *overrides: str) -> tuple[int, str]:
+    """`python -m pipeline BASE OVERRIDES` in this process; (exit code, stderr)."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["pipeline", *BASE, *overrides])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # cli() sets it to 1; restored after the test
+    # As under `python -m pipeline`, where the module is __main__: Hydra then finds conf/ beside the file.
+    monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
+    GlobalHydra.instance().clear()
+    term = signal.getsignal(signal.SIGTERM)
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli()
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    return exited.value.code, capsys.readouterr().err
+
+
+def assert_clean_failure(code, stderr: str, cwd: Path, names: str, says: str) -> None:
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1, stderr[-2000:]
+    assert names in errors[0] and says in errors[0], errors[0]
+    assert "Traceback" not in stderr
+    assert_nothing_trained(cwd)
+
+
+def assert_nothing_trained(cwd: Path) -> None:
+    assert not (cwd / "mlruns" / "checkpoints").exists()
+    assert not list((cwd / "outputs").glob("*/*/trainer")) and not list((cwd / "outputs").glob("*/*/model"))
+    db = cwd / "mlruns" / "mlflow.db"
+    if db.exists():
+        with sqlite3.connect(db) as conn:
+            assert conn.execute("select count(*) from runs").fetchone()[0] == 0
+
+
+def write_csv(path: Path, text: str | bytes) -> str:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return str(path)
+
+
+def local(train: str, test: str | None = None) -> list[str]:
+    return ["dataset=local", f"dataset.train_file={train}", *([f"dataset.test_file={test}"] if test else [])]
+
+
+def write_space(tmp_path: Path, space: dict) -> str:
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return f"search.space={path}"
+
+
+def two_class_rows(n: int) -> str:
+    return "text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(n))
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# (case id, files to write -> overrides, key or file the message names, what it says)
+CASES = {
+    "data_dir_missing": (lambda p: ["dataset.data_dir=/no/such/dir"], "dataset.data_dir=/no/such/dir", "no such directory"),
+    "data_dir_lacks_test": (
+        lambda p: [f"dataset.data_dir={write_ag_news_release(p / 'd', {'train': ROWS})}"], "dataset.data_dir", "lacks test.csv"
+    ),
+    "text_column_missing": (
+        lambda p: local(write_csv(p / "t.csv", "body,label\n" + "x,a\n" * 10)), "dataset.train_file", "column 'text' not found"
+    ),
+    "label_column_missing": (
+        lambda p: local(write_csv(p / "t.csv", "text,topic\n" + "x,a\n" * 10)), "dataset.text_columns / dataset.label_column",
+        "column 'label' not found",
+    ),
+    "label_outside_label_set": (
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.csv", "text,label\nx,a\ny,zebra\n")),
+        "dataset.test_file", "label 'zebra' is not among the training labels",
+    ),
+    "only_one_class": (lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,a\n" * 20)), "'label'", "only one class"),
+    "empty_split": (
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.csv", "text,label\n")),
+        "v.csv", "no rows",
+    ),
+    "too_few_rows_for_validation": (
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(6)), write_csv(p / "v.csv", two_class_rows(4))),
+        "dataset.validation_fraction=0.1", "add rows or change the fraction",
+    ),
+    "non_utf8_csv": (
+        lambda p: local(write_csv(p / "t.csv", "text,label\ncaf\xe9,a\nthé,b\n".encode("latin-1") * 10)), "t.csv",
+        "re-save it as UTF-8",
+    ),
+    "malformed_csv": (
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(20) + 'x,a,"unexpected",extra\n')), "t.csv",
+        "could not be parsed as csv",
+    ),
+    "unknown_model_option": (lambda p: ["model=gpt9"], "model=gpt9", "choose one of bert_base, minilm, tiny"),
+    "unknown_dataset_option": (lambda p: ["dataset=ag_newz"], "dataset=ag_newz", "choose one of ag_news, imdb, local"),
+    "unknown_pruner_option": (lambda p: ["search.pruner=sometimes"], "search.pruner=sometimes", "expected one of [median"),
+    "space_low_above_high": (
+        lambda p: [write_space(p, {"num_train_epochs": {"type": "int", "low": 4, "high": 2}})], "num_train_epochs",
+        "low=4 is greater than high=2",
+    ),
+    "space_unknown_distribution": (
+        lambda p: [write_space(p, {"learning_rate": {"type": "gaussian", "low": 1e-5, "high": 1e-3}})], "learning_rate",
+        "needs `type` (one of categorical, int, float)",
+    ),
+    "space_batch_size_not_positive": (
+        lambda p: [write_space(p, {"per_device_train_batch_size": {"type": "categorical", "choices": [16, 0]}})],
+        "per_device_train_batch_size", "must be a positive number",
+    ),
+    "trainer_batch_size_not_positive": (
+        lambda p: ["trainer.per_device_train_batch_size=0"], "trainer.per_device_train_batch_size=0", "positive"
+    ),
+    "storage_unreachable": (
+        lambda p: ["search.storage=postgresql://postgres@127.0.0.1:1/x"], "search.storage=postgresql://", "cannot open"
+    ),
+    "finalize_unknown_study": (lambda p: ["mode=finalize"], "search.study_name=ag_news-tiny", "no such study"),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_input_fails_before_training_with_one_line(case, tmp_path, monkeypatch, capsys):
+    make, names, says = CASES[case]
+    overrides = make(tmp_path)
+    if not any(o.startswith(("dataset=", "dataset.data_dir")) for o in overrides):
+        overrides = [f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}", *overrides]
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
+    assert_clean_failure(code, stderr, tmp_path, names, says)
+
+
+def _existing_study(tmp_path: Path, direction: str = "maximize", space: dict | None = None) -> list[str]:
+    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    (tmp_path / "mlruns").mkdir()
+    if space is None:
+        optuna.create_study(study_name="ag_news-tiny", storage=storage, direction=direction)
+    else:
+        cfg = compose_config(f"search.storage={storage}", "search.study_name=ag_news-tiny").search
+        other = search.load_space(write_space(tmp_path, space).split("=", 1)[1])
+        search.open_study(cfg, other, search.storage(cfg))
+    return [f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}"]
+
+
+def test_study_reused_with_another_space(tmp_path, monkeypatch, capsys):
+    overrides = _existing_study(tmp_path, space={"num_train_epochs": {"type": "int", "low": 1, "high": 5}})
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
+    assert_clean_failure(code, stderr, tmp_path, "search.study_name=ag_news-tiny", "use a new search.study_name")
+
+
+def test_study_reused_with_another_direction(tmp_path, monkeypatch, capsys):
+    overrides = _existing_study(tmp_path, direction="minimize")
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
+    assert_clean_failure(code, stderr, tmp_path, "search.study_name=ag_news-tiny", "minimises")
+    study = optuna.load_study(study_name="ag_news-tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    assert study.trials == [] and study.user_attrs == {}  # the other study is left as it was
+
+
+# What the user sees from the real process.
+@pytest.mark.parametrize(
+    "overrides, names, says",
+    [
+        (["search.n_trail=3"], "search.n_trail", "check the spelling"),
+        (["model=bert_base"], "model=bert_base", "offline, use model=minilm"),
+        (["dataset=ag_news", "dataset.data_dir=null"], "dataset.hub_id=fancyzhx/ag_news", "offline, read local files"),
+    ],
+    ids=["misspelt_key", "hub_unreachable_model", "hub_unreachable_dataset"],
+)
+def test_real_process_prints_one_line_and_exits_2(tmp_path, overrides, names, says):
+    data = write_ag_news_release(tmp_path / "ok", {"train": ROWS, "test": ROWS})
+    result = run_pipeline(tmp_path, *BASE, f"dataset.data_dir={data}", *overrides, timeout=120)
+    assert_clean_failure(result.returncode, result.stderr, tmp_path, names, says)
+
+
+def test_unreachable_tracking_server_fails_fast(tmp_path, monkeypatch, capsys):
+    data = write_ag_news_release(tmp_path / "ok", {"train": ROWS, "test": ROWS})
+    started = time.monotonic()
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, f"dataset.data_dir={data}", f"tracking.uri=http://127.0.0.1:{closed_port()}")
+    assert time.monotonic() - started < 30  # MLflow's own retries would take minutes
+    assert_clean_failure(code, stderr, tmp_path, "tracking.uri=http://127.0.0.1:", "no tracking server answers")

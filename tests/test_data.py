@@ -1,0 +1,117 @@
+"""The AG News CSV release reader, local files, label mapping and the seeded, stratified carve-outs."""
+from collections import Counter
+
+import pandas as pd
+import pytest
+
+from pipeline import data
+from pipeline.errors import PipelineError
+from tests.conftest import CLASSES, compose_config
+
+
+def dataset_cfg(*overrides):
+    return compose_config(*overrides).dataset
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Costs \\$5 now", "Costs $5 now"),
+        ("allow broader\\network access", "allow broader network access"),
+        ("In House?\\\\The next", "In House? The next"),
+        ("India #39;s star", "India's star"),
+        ("showing  quot;tremendous", 'showing "tremendous'),
+        ("AT&amp;T", "AT&T"),
+    ],
+)
+def test_unescape_release_text(raw, expected):
+    assert data.unescape_ag_news(raw) == expected
+
+
+def test_release_reader_joins_title_and_description_and_maps_labels(release_dir):
+    train, test = data.read_ag_news_csv(release_dir)
+    assert len(train) == 48 and len(test) == 32
+    assert train.features["label"].names == CLASSES
+    first = train[0]
+    assert first["text"] == "World title 0 Costs $5 at 'shop' line0"
+    assert first["label"] == 0  # class index 1 in the file
+    assert Counter(train["label"]) == {0: 12, 1: 12, 2: 12, 3: 12}
+
+
+def test_release_reader_on_shared_ag_news():
+    train, test = data.read_ag_news_csv(data.Path(compose_config().hydra.runtime.cwd).parent / "shared/data/ag_news_csv")
+    assert (len(train), len(test)) == (6000, 1600)
+    assert not any("\\" in t for t in train["text"][:500])
+
+
+def test_release_reader_rejects_class_index_out_of_range(release_dir):
+    (release_dir / "test.csv").write_text('"5","t","d"\n')
+    with pytest.raises(PipelineError, match="class index 5 is outside 1..4"):
+        data.read_ag_news_csv(release_dir)
+
+
+def test_splits_are_stratified_seeded_and_capped(release_dir):
+    cfg = dataset_cfg(f"dataset.data_dir={release_dir}", "dataset.validation_fraction=0.25")
+    splits = data.load_splits(cfg, seed=1)
+    assert {k: len(v) for k, v in splits.items()} == {"train": 36, "validation": 12, "test": 32}
+    assert Counter(splits["validation"]["label"]) == {0: 3, 1: 3, 2: 3, 3: 3}
+    assert data.load_splits(cfg, seed=1)["validation"]["text"] == splits["validation"]["text"]
+    assert data.load_splits(cfg, seed=2)["validation"]["text"] != splits["validation"]["text"]
+    capped = data.load_splits(dataset_cfg(f"dataset.data_dir={release_dir}", "dataset.max_train_samples=8", "dataset.max_eval_samples=4"), 1)
+    assert (len(capped["train"]), len(capped["validation"]), len(capped["test"])) == (8, 4, 4)
+    assert set(capped["train"]["label"]) == {0, 1, 2, 3}
+
+
+def local_csv(path, labels, texts=None):
+    texts = texts or [f"text {i}" for i in range(len(labels))]
+    pd.DataFrame({"headline": texts, "body": [f"body {i}" for i in range(len(labels))], "topic": labels}).to_csv(path, index=False)
+    return path
+
+
+def test_local_string_labels_infer_sorted_names_and_carve_test(tmp_path):
+    train = local_csv(tmp_path / "train.csv", ["spam", "ham", "eggs"] * 20)
+    cfg = dataset_cfg("dataset=local", f"dataset.train_file={train}", "dataset.text_columns=[headline,body]", "dataset.label_column=topic")
+    splits = data.load_splits(cfg, seed=0)
+    assert data.label_names(splits) == ["eggs", "ham", "spam"]
+    assert len(splits["test"]) == 12 and len(splits["train"]) + len(splits["validation"]) == 48
+    row = splits["train"][0]
+    assert row["text"].startswith("text ") and " body " in row["text"]
+
+
+def test_local_integer_labels_sort_numerically(tmp_path):
+    train = local_csv(tmp_path / "train.csv", [2, 10, 1] * 10)
+    test = local_csv(tmp_path / "test.csv", [1, 2, 10])
+    cfg = dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}", "dataset.label_column=topic", "dataset.text_columns=[headline]")
+    splits = data.load_splits(cfg, seed=0)
+    assert data.label_names(splits) == ["1", "2", "10"]
+    assert splits["test"]["label"] == [0, 1, 2]
+
+
+def test_test_label_outside_training_labels_is_rejected(tmp_path):
+    train = local_csv(tmp_path / "train.csv", ["a", "b"] * 10)
+    test = local_csv(tmp_path / "test.csv", ["a", "c"])
+    cfg = dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}", "dataset.label_column=topic", "dataset.text_columns=[headline]")
+    with pytest.raises(PipelineError, match="label 'c' is not among the training labels"):
+        data.load_splits(cfg, seed=0)
+
+
+def test_tokenize_keeps_lengths_unpadded(release_dir):
+    from pipeline.model import load_tokenizer
+
+    cfg = compose_config("model=tiny", f"dataset.data_dir={release_dir}")
+    splits = data.load_splits(cfg.dataset, seed=0)
+    tokenized = data.tokenize(splits, load_tokenizer(cfg.model), max_length=8)
+    lengths = {len(ids) for ids in tokenized["train"]["input_ids"]}
+    assert max(lengths) == 8 and "text" not in tokenized["train"].column_names
+
+
+def test_tokenized_splits_are_reused_across_runs_from_the_datasets_cache(release_dir):
+    from pipeline.model import load_tokenizer
+
+    cfg = compose_config("model=tiny", f"dataset.data_dir={release_dir}")
+    splits = data.load_splits(cfg.dataset, seed=0)
+    first = data.tokenize(splits, load_tokenizer(cfg.model), max_length=8)  # this tokenizer has now truncated
+    again = data.tokenize(data.load_splits(cfg.dataset, seed=0), load_tokenizer(cfg.model), max_length=8)
+    longer = data.tokenize(splits, load_tokenizer(cfg.model), max_length=16)
+    assert again["train"].cache_files == first["train"].cache_files != []
+    assert longer["train"].cache_files != first["train"].cache_files

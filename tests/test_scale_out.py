@@ -1,0 +1,151 @@
+"""Scale-out against real services: workers sharing one Optuna study on PostgreSQL, a real `mlflow server`
+(PostgreSQL backend, proxied artifacts), racing parent-run creators, concurrent finalize, SIGKILL mid-trial."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from pipeline.registry import TEST_METRIC
+from pipeline.schema import TrackingConfig
+from pipeline.tracking import ROLE_TAG, TRIAL_TAG, WORKER, Tracker
+from tests.conftest import TINY, pipeline_env
+from tests.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
+
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+FAST = ["trainer.num_train_epochs=1"]
+
+
+class Cluster:
+    """One PostgreSQL database per service, an MLflow server on the other, workers in one directory."""
+
+    def __init__(self, cwd: Path, storage: str, tracking_uri: str) -> None:
+        self.cwd, self.storage, self.tracking_uri = cwd, storage, tracking_uri
+        self.client = MlflowClient(tracking_uri, tracking_uri)
+
+    def start(self, name: str, *overrides: str) -> subprocess.Popen:
+        """`python -m pipeline` against the shared services, output in `name`.log."""
+        shared = [f"search.storage={self.storage}", f"tracking.uri={self.tracking_uri}", *FAST]
+        shared.append(f"search.space={self.cwd / 'space.yaml'}")
+        with open(self.cwd / f"{name}.log", "w") as log:
+            return subprocess.Popen(
+                [sys.executable, "-m", "pipeline", *TINY, *shared, *overrides],
+                cwd=self.cwd, env=pipeline_env(), stdout=log, stderr=subprocess.STDOUT,
+            )
+
+    def wait(self, name: str, process: subprocess.Popen, timeout: float = 400) -> None:
+        assert process.wait(timeout=timeout) == 0, (self.cwd / f"{name}.log").read_text()[-3000:]
+
+    def study(self, name: str) -> optuna.Study:
+        return optuna.load_study(study_name=name, storage=self.storage)
+
+    def runs(self, role: str, study: str) -> list:
+        experiment = self.client.get_experiment_by_name("ag_news")
+        query = f"tags.`{ROLE_TAG}` = '{role}' AND tags.`pipeline.study` = '{study}'"
+        return self.client.search_runs([experiment.experiment_id], query)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("cluster")
+    (cwd / "space.yaml").write_text(ONE_EPOCH_SPACE)
+    with postgres_database("pipeline_optuna") as optuna_db, postgres_database("pipeline_mlflow") as mlflow_db:
+        with mlflow_server(mlflow_db, cwd / "artifacts", cwd / "mlflow-server.log") as url:
+            yield Cluster(cwd, optuna_db, url)
+
+
+@pytest.fixture(scope="module")
+def three_workers(cluster):
+    """3 workers x 2 trials of study `shared`, started together; then two finalize commands at once."""
+    study = "search.study_name=shared"
+    workers = {f"worker{i}": cluster.start(f"worker{i}", study, "search.n_trials=2") for i in range(3)}
+    for name, process in workers.items():
+        cluster.wait(name, process)
+    finalizers = {f"finalize{i}": cluster.start(f"finalize{i}", study, "mode=finalize") for i in range(2)}
+    for name, process in finalizers.items():
+        cluster.wait(name, process)
+    return cluster
+
+
+def test_three_workers_share_one_study_with_distinct_trials(three_workers):
+    trials = three_workers.study("shared").trials
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
+    assert len({t.user_attrs[WORKER] for t in trials}) == 3  # each worker ran its 2 trials
+    # Workers that start together still sample apart (trial 0 is the enqueued starting point).
+    assert len({t.params["learning_rate"] for t in trials[1:]}) == 5
+
+
+def test_all_trials_are_child_runs_of_one_parent_on_the_server(three_workers):
+    (parent,) = three_workers.runs("study", "shared")
+    children = three_workers.runs("trial", "shared")
+    assert sorted(int(r.data.tags[TRIAL_TAG]) for r in children) == list(range(6))
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert {r.info.status for r in children} == {"FINISHED"}
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in three_workers.study("shared").trials}
+    assert sorted(by_run) == sorted(r.info.run_id for r in children)
+    assert parent.info.status == "FINISHED"
+
+
+def test_concurrent_finalize_leaves_one_champion_on_the_best_version(three_workers):
+    client = three_workers.client
+    versions = client.search_model_versions("name = 'ag_news'")
+    assert len(versions) == 5  # each worker's final step and both finalize commands
+    champion = client.get_model_version_by_alias("ag_news", "champion")
+    holders = [v for v in versions if "champion" in client.get_model_version("ag_news", v.version).aliases]
+    assert [v.version for v in holders] == [champion.version]
+    assert float(champion.tags[TEST_METRIC]) == max(float(v.tags[TEST_METRIC]) for v in versions)
+
+
+def test_racing_creators_of_a_parent_run_settle_on_one(cluster):
+    trackers = [Tracker(TrackingConfig(uri=cluster.tracking_uri, experiment="ag_news")) for _ in range(4)]
+    with ThreadPoolExecutor(len(trackers)) as pool:
+        chosen = set(pool.map(lambda tracker: tracker.study_run("race"), trackers))
+    assert [r.info.run_id for r in cluster.runs("study", "race")] == list(chosen)
+
+
+def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_no_running_run(cluster):
+    study = "search.study_name=killed"
+    fast_heartbeat = ["search.heartbeat_interval=1", "search.grace_period=2", "search.pruner=none"]
+    victim = cluster.start("victim", study, "search.n_trials=2", *fast_heartbeat)
+    survivor = cluster.start("survivor", study, "search.n_trials=2", *fast_heartbeat)
+    victim_trial = wait_for_running_trial(cluster, "killed", victim)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    completed = {t.number for t in cluster.study("killed").trials if t.state == TrialState.COMPLETE}
+    cluster.wait("survivor", survivor)
+    time.sleep(3)  # past grace_period since the victim's last heartbeat
+    cluster.wait("finalize-killed", cluster.start("finalize-killed", study, "mode=finalize", *fast_heartbeat))
+
+    trials = {t.number: t for t in cluster.study("killed").trials}
+    assert trials[victim_trial].state == TrialState.FAIL
+    assert completed <= {n for n, t in trials.items() if t.state == TrialState.COMPLETE}
+    assert sum(t.state == TrialState.COMPLETE for t in trials.values()) >= 2  # the survivor's trials
+    runs = {int(r.data.tags[TRIAL_TAG]): r for r in cluster.runs("trial", "killed")}
+    assert runs[victim_trial].info.status == "FAILED"
+    assert "RUNNING" not in {r.info.status for r in runs.values()}
+
+
+def wait_for_running_trial(cluster: Cluster, study: str, process: subprocess.Popen, timeout: float = 240) -> int:
+    """The number of a trial `process` is training (its MLflow run exists), once one is."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the worker ended before it was killed"
+        try:
+            running = cluster.study(study).get_trials(states=[TrialState.RUNNING])
+        except KeyError:  # the study is not created yet
+            running = []
+        for trial in running:
+            if trial.user_attrs.get(WORKER, "").endswith(f":{process.pid}"):
+                return trial.number
+        time.sleep(0.5)
+    raise TimeoutError(f"no trial of pid {process.pid} started within {timeout}s")

@@ -1,0 +1,79 @@
+"""Search-space parsing and validation, hp_space, and study compatibility checks."""
+import optuna
+import pytest
+import yaml
+
+from pipeline import search
+from pipeline.errors import PipelineError
+from tests.conftest import compose_config
+
+
+def write_space(tmp_path, space: dict):
+    path = tmp_path / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return str(path)
+
+
+def test_default_space_has_batch_size_epochs_and_log_learning_rate():
+    space = {p.name: p for p in search.load_space("batch_epochs")}
+    assert space["per_device_train_batch_size"].type == "categorical"
+    assert space["num_train_epochs"].type == "int" and space["num_train_epochs"].low >= 1
+    assert space["learning_rate"].log is True
+
+
+def test_hp_space_samples_within_bounds():
+    space = search.load_space("batch_epochs")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(20):
+        params = search.hp_space(space)(study.ask())
+        assert params["per_device_train_batch_size"] in (8, 16, 32)
+        assert 1 <= params["num_train_epochs"] <= 3 and isinstance(params["num_train_epochs"], int)
+        assert 1e-5 <= params["learning_rate"] <= 1e-4
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({"num_train_epochs": {"type": "int", "low": 4, "high": 2}}, "low=4 is greater than high=2"),
+        ({"learning_rate": {"type": "gaussian", "low": 1, "high": 2}}, "needs `type`"),
+        ({"per_device_train_batch_size": {"type": "categorical", "choices": [16, 0]}}, "positive number"),
+        ({"per_device_train_batch_size": {"type": "categorical", "choices": []}}, "non-empty `choices`"),
+        ({"learning_rate": {"type": "float", "low": 0, "high": 1, "log": True}}, "low=0 must be positive"),
+        ({"learnin_rate": {"type": "float", "low": 0.1, "high": 1}}, "not a transformers.TrainingArguments field"),
+        ({"num_train_epochs": {"type": "int", "low": 1, "hgh": 3}}, "unknown key 'hgh' for a int"),
+        ({"num_train_epochs": {"type": "int", "low": 1}}, "numeric `low` and `high`"),
+        ({}, "must map parameter names"),
+    ],
+)
+def test_impossible_spaces_are_rejected_with_the_parameter_named(tmp_path, space, message):
+    with pytest.raises(PipelineError, match=message):
+        search.load_space(write_space(tmp_path, space))
+
+
+def test_unknown_space_name_lists_known_spaces():
+    with pytest.raises(PipelineError, match="known spaces: .*batch_epochs"):
+        search.load_space("no_such_space")
+
+
+def test_reused_study_name_with_another_space_is_rejected(tmp_path):
+    cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
+    rdb = search.storage(cfg)
+    space = search.load_space("batch_epochs")
+    study = search.open_study(cfg, space, rdb, start={"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-5})
+    assert len(search.open_study(cfg, space, rdb, start={"num_train_epochs": 3}).trials) == 1  # enqueued once
+    first = search.hp_space(space)(study.ask())  # the starting point is trial 0
+    assert first == {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-5}
+    other = search.load_space(write_space(tmp_path, {"num_train_epochs": {"type": "int", "low": 1, "high": 5}}))
+    with pytest.raises(PipelineError, match="different search space"):
+        search.open_study(cfg, other, rdb)
+
+
+def test_searched_seed_reaches_its_own_trial():
+    import torch
+
+    space = search.load_space("batch_epochs") + [search.Param("seed", "categorical", choices=(1, 2))]
+    init = search.seeded_model_init(lambda: torch.rand(1).item(), space)
+    study = optuna.create_study()
+    study.enqueue_trial({"seed": 1})
+    study.enqueue_trial({"seed": 1})
+    assert init(study.ask()) == init(study.ask())

@@ -1,0 +1,142 @@
+"""What a person sees after a real tiny search: the MLflow UI in headless Chromium, the parent run's
+report artifacts, the terminal progress and summary, and the Optuna storage that optuna-dashboard opens."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow.tracking import MlflowClient
+
+from pipeline import report
+from pipeline.tracking import ROLE_TAG
+from tests import mlflow_ui
+from tests.conftest import TINY, run_pipeline
+
+STUDY = "ag_news-tiny"
+COLUMNS = ["eval_accuracy", "num_train_epochs", "per_device_train_batch_size"]
+# Every trial trains 2 or 3 epochs, so each comparison curve has several points.
+SPACE = """\
+per_device_train_batch_size: {type: categorical, choices: [8, 16]}
+num_train_epochs: {type: int, low: 2, high: 3}
+learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
+"""
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("users")
+    (cwd / "space.yaml").write_text(SPACE)
+    done = run_pipeline(cwd, *TINY, "search.n_trials=3", f"search.space={cwd / 'space.yaml'}")
+    assert done.returncode == 0, done.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{cwd}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("ag_news")
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in runs if r.data.tags[ROLE_TAG] == "study")
+    trials = sorted((r for r in runs if r.data.tags[ROLE_TAG] == "trial"), key=lambda r: r.info.run_name)
+    return cwd, done, client, parent, trials
+
+
+def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifact_files(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_mlflow_ui_lists_the_runs_and_compares_trials_per_epoch(searched):
+    cwd, _, _, parent, trials = searched
+    shots = cwd / "shots"
+    shots.mkdir()
+    with mlflow_ui.mlflow_server(cwd) as url, mlflow_ui.browser_page(cwd / "chromium-profile") as page:
+        mlflow_ui.open_runs_table(page, url, parent.info.experiment_id, STUDY, COLUMNS)
+        for run in trials:
+            page.get_by_text(run.info.run_name, exact=True).first.wait_for()
+        rows = mlflow_ui.table_rows(page)
+        page.screenshot(path=shots / "runs.png")
+
+        assert STUDY in rows[parent.info.run_id]["Run Name"]
+        for run in trials:
+            row = rows[run.info.run_id]
+            assert run.info.run_name in row["Run Name"]
+            assert row["per_device_train_batch_size"] == run.data.params["per_device_train_batch_size"]
+            assert row["num_train_epochs"] == run.data.params["num_train_epochs"]
+            assert float(row["eval_accuracy"]) == pytest.approx(run.data.metrics["eval_accuracy"], abs=1e-3)
+
+        pair = trials[:2]
+        mlflow_ui.open_comparison(page, url, parent.info.experiment_id, [r.info.run_id for r in pair], "eval_accuracy")
+        chart = mlflow_ui.comparison_chart(page, [r.info.run_name for r in pair], "eval_accuracy")
+        page.screenshot(path=shots / "compare.png")
+        assert len(chart["legend"]) == 2
+        # x axis: epochs; every trial trained 2 or 3, so each run's curve is a line through several points
+        assert {"1", "2"} <= set(chart["xticks"])
+        assert sum("L" in d for d in chart["lines"]) >= 2
+    assert (shots / "compare.png").stat().st_size > 10_000
+
+
+def test_parent_run_holds_plots_trials_table_best_params_and_confusion_matrix(searched):
+    cwd, _, client, parent, trials = searched
+    files = artifact_files(client, parent.info.run_id)
+    for name in ("optimization_history", "parallel_coordinate", "intermediate_values"):
+        assert {f"plots/{name}.html", f"plots/{name}.png"} <= files
+    assert {report.TRIALS_TABLE, report.BEST_PARAMS, report.CONFUSION_MATRIX} <= files
+
+    local = Path(client.download_artifacts(parent.info.run_id, "", str(cwd / "downloaded")))
+    parallel = (local / "plots" / "parallel_coordinate.html").read_text()
+    for axis in ("eval_accuracy", "learning_rate", "num_train_epochs", "per_device_train_"):  # optuna shortens long names
+        assert axis in parallel
+    assert (local / report.CONFUSION_MATRIX).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    rows = list(csv.DictReader(io.StringIO((local / report.TRIALS_TABLE).read_text())))
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+    assert [int(r["number"]) for r in rows] == [t.number for t in study.trials]
+    by_run = {r.info.run_id: r for r in trials}
+    for row, trial in zip(rows, study.trials):
+        assert row["state"] == trial.state.name
+        assert int(row["num_train_epochs"]) == trial.params["num_train_epochs"]
+        assert by_run[row["mlflow_run_id"]].info.run_name == f"trial-{trial.number}"
+
+    best = json.loads((local / report.BEST_PARAMS).read_text())
+    assert best["params"] == study.best_trial.params and best["trial"] == study.best_trial.number
+    assert parent.data.tags["pipeline.model_uri"] == "models:/ag_news/1"
+    assert {"test_accuracy", "test_f1_macro", "best_eval_accuracy"} <= set(parent.data.metrics)
+
+
+def test_terminal_shows_a_line_per_trial_and_a_summary(searched):
+    cwd, done, _, parent, _ = searched
+    lines = [line for line in done.stdout.splitlines() if re.search(r"trial \d/3 \(#\d\)", line)]
+    assert len(lines) == 3
+    for i, line in enumerate(lines, 1):
+        assert f"trial {i}/3 (#{i - 1})" in line and "batch=" in line and "epochs=" in line
+        assert re.search(r"eval_accuracy by epoch: [0-9.]+ [0-9.]+", line)  # 2 or 3 epochs each
+        assert re.search(r"\| (complete|pruned) in \d+:\d\d \| elapsed \d+:\d\d, ~\d+:\d\d left", line)
+    assert "~0:00 left" in lines[-1]
+    summary = done.stdout[done.stdout.index("pipeline summary"):]
+    for expected in ("3 trials", "validation accuracy", "test accuracy", "models:/ag_news/1",
+                     "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db", "optuna-dashboard sqlite:///mlruns/optuna.db"):
+        assert expected in summary
+    # Library noise once per run, not once per trial.
+    assert done.stderr.count("'pin_memory' argument is set as true") <= 1
+    assert "Trial 1 finished with value" not in done.stderr
+
+
+def test_optuna_dashboard_opens_the_study_storage(searched):
+    cwd, done = searched[0], searched[1]
+    storage = re.search(r"optuna-dashboard (\S+)", done.stdout).group(1)
+    study = optuna.load_study(study_name=STUDY, storage=storage.replace("sqlite:///", f"sqlite:///{cwd}/"))
+    assert len(study.trials) == 3 and study.best_trial.user_attrs["mlflow_run_id"]
+    # The command the summary prints, run where the pipeline ran, serves the study.
+    port = mlflow_ui.free_port()
+    command = [shutil.which("optuna-dashboard"), storage, "--host", "127.0.0.1", "--port", str(port)]
+    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
+        try:
+            studies = json.loads(mlflow_ui.wait_for(f"http://127.0.0.1:{port}/api/studies", server, 60))
+        finally:
+            server.terminate()
+    assert [s["study_name"] for s in studies["study_summaries"]] == [STUDY]
