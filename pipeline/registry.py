@@ -84,7 +84,7 @@ def save_and_register(
         tracker.client.set_model_version_tag(name, registered.version, "run_id", run_id)
         champion = promote(tracker, name, alias)
     model_uri = f"models:/{name}/{registered.version}"
-    tracker.client.set_tag(run_id, "pipeline.model_uri", model_uri)
+    tracker.set_tag(run_id, "pipeline.model_uri", model_uri)
     return FinalModel(directory, metrics, model_uri, registered.version, champion)
 
 

@@ -126,6 +126,17 @@ class Tracker:
             (Path(tmp) / "command.txt").write_text(command_line() + "\n")
             self.client.log_artifacts(run_id, tmp)
 
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        """Set a tag, also when another worker sets the same one on a shared run at the same moment:
+        MLflow's store reads then inserts, so the loser gets a duplicate-key error; its retry updates."""
+        for attempt in range(3):
+            try:
+                self.client.set_tag(run_id, key, value)
+                return
+            except mlflow.exceptions.MlflowException as err:
+                if attempt == 2 or not _duplicate_key(err):
+                    raise
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         for key, value in metrics.items():
             self.client.log_metric(run_id, key, float(value), step=step)
@@ -158,10 +169,16 @@ class Tracker:
             status, state = RunStatus.KILLED, "interrupted"
         elif trial.state == TrialState.FAIL and error is None:
             error = "the worker stopped (killed or lost) during this trial; Optuna failed it after search.grace_period"
-        self.client.set_tag(run_id, STATE_TAG, state)
+        self.set_tag(run_id, STATE_TAG, state)
         if error:
-            self.client.set_tag(run_id, ERROR_TAG, error)
+            self.set_tag(run_id, ERROR_TAG, error)
         self.client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def _duplicate_key(err: Exception) -> bool:
+    """A unique-constraint violation, in the words of PostgreSQL, SQLite or MySQL."""
+    text = str(err)
+    return any(words in text for words in ("duplicate key", "UNIQUE constraint failed", "Duplicate entry"))
 
 
 def check_reachable(uri: str, timeout: float = 5.0) -> None:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -111,6 +112,32 @@ def test_racing_creators_of_a_parent_run_settle_on_one(cluster):
     with ThreadPoolExecutor(len(trackers)) as pool:
         chosen = set(pool.map(lambda tracker: tracker.study_run("race"), trackers))
     assert [r.info.run_id for r in cluster.runs("study", "race")] == list(chosen)
+
+
+def test_workers_setting_one_tag_on_the_shared_parent_at_once_all_succeed(cluster):
+    """Each worker's final step tags the shared parent run; MLflow's insert races between them."""
+    trackers = [Tracker(TrackingConfig(uri=cluster.tracking_uri, experiment="ag_news")) for _ in range(6)]
+    parent = trackers[0].study_run("tagged")
+    start = threading.Barrier(len(trackers))
+
+    def tag(pair: tuple[int, Tracker]) -> Exception | None:
+        index, tracker = pair
+        try:
+            for key in range(5):  # several fresh keys: each one is a new race on the insert
+                start.wait(timeout=60)
+                tracker.set_tag(parent, f"pipeline.race{key}", f"worker{index}")
+        except threading.BrokenBarrierError:  # another writer failed
+            return None
+        except Exception as err:
+            start.abort()
+            return err
+        return None
+
+    with ThreadPoolExecutor(len(trackers)) as pool:
+        errors = [err for err in pool.map(tag, enumerate(trackers)) if err is not None]
+    assert errors == []
+    tags = cluster.client.get_run(parent).data.tags
+    assert {tags[f"pipeline.race{key}"] for key in range(5)} <= {f"worker{i}" for i in range(6)}
 
 
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_no_running_run(cluster):
