@@ -128,14 +128,13 @@ class Tracker:
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         """Set a tag, also when another worker sets the same one on a shared run at the same moment:
-        MLflow's store reads then inserts, so the loser gets a duplicate-key error; its retry updates."""
-        for attempt in range(3):
-            try:
-                self.client.set_tag(run_id, key, value)
-                return
-            except mlflow.exceptions.MlflowException as err:
-                if attempt == 2 or not _duplicate_key(err):
-                    raise
+        MLflow's store reads then inserts, so the loser gets a duplicate-key error."""
+        try:
+            self.client.set_tag(run_id, key, value)
+        except mlflow.exceptions.MlflowException as err:
+            if not _duplicate_key(err):
+                raise
+            self.client.set_tag(run_id, key, value)  # the row exists now, so MLflow updates it
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         for key, value in metrics.items():
