@@ -64,7 +64,7 @@ def run(cfg: DictConfig) -> registry.FinalModel | None:
             run_search(cfg, build, tracker, parent, study, space)
         if study is not None:
             report.log_study(tracker, parent, study)  # before the final step, so a failure there keeps the plots
-        params, checkpoint = best_of(cfg, study, tracker, parent)
+        params, checkpoint = best_of(cfg, study, tracker, parent, space)
         trainer = registry.final_model(params, checkpoint, build, tracker, parent)
         final = finish(cfg, trainer, tokenized, tracker, parent, labels)
     if final is not None:
@@ -75,13 +75,17 @@ def run(cfg: DictConfig) -> registry.FinalModel | None:
     return final
 
 
-def best_of(cfg: DictConfig, study: optuna.Study | None, tracker: Tracker, parent: str) -> tuple[dict, Path | None]:
+def best_of(
+    cfg: DictConfig, study: optuna.Study | None, tracker: Tracker, parent: str, space: list[search.Param]
+) -> tuple[dict, Path | None]:
     """The best trial's params and kept weights; under torchrun, rank 0's choice on every rank."""
     params, checkpoint = {}, None
     if study is not None:
         best = search.best_trial(study)
         search.drop_checkpoints(study, best, cfg.search.checkpoint_dir)
         log.info("best trial %d: eval_accuracy=%.4f %s", best.number, best.value, best.params)
+        for edge in search.at_bounds(best.params, space):
+            log.warning("best trial %d: %s in search.space=%s; widen the range there", best.number, edge, cfg.search.space)
         tracker.log_metrics(parent, {"best_eval_accuracy": best.value})
         params, checkpoint = best.params, search.checkpoint_for(best, cfg.search.checkpoint_dir)
     params, checkpoint = distributed.from_main((params, checkpoint))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import time
@@ -214,6 +215,22 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
             f"study {study.study_name} has no completed trial yet; see the failed trials' errors in MLflow"
         )
     return max(complete, key=lambda t: (t.value, -t.number))
+
+
+def at_bounds(params: dict[str, Any], space: list[Param], margin: float = 0.05) -> list[str]:
+    """Numeric values within `margin` (a fraction of the range, log-scaled for a log range) of an end of
+    their range: the optimum may lie outside the space."""
+    found = []
+    for param in space:
+        value = params.get(param.name)
+        if param.type == "categorical" or value is None or param.high == param.low:
+            continue
+        scale = math.log if param.log else float
+        position = (scale(value) - scale(param.low)) / (scale(param.high) - scale(param.low))
+        if position <= margin or position >= 1 - margin:
+            end = "lower" if position <= margin else "upper"
+            found.append(f"{param.name}={value:.3g} is at the {end} end of [{param.low:g}, {param.high:g}]")
+    return found
 
 
 class KeepBestTrial(TrainerCallback):

@@ -31,6 +31,21 @@ def test_hp_space_samples_within_bounds():
         assert 1e-5 <= params["learning_rate"] <= 1e-4
 
 
+def test_best_values_at_an_end_of_their_range_are_reported_and_inner_ones_are_not():
+    space = search.load_space("batch_epochs")  # epochs 1..3, learning_rate 1e-5..1e-4 (log)
+    inner = {"per_device_train_batch_size": 8, "num_train_epochs": 2, "learning_rate": 3.2e-5}
+    assert search.at_bounds(inner, space) == []
+    edges = search.at_bounds({**inner, "num_train_epochs": 3, "learning_rate": 9.5e-5}, space)
+    assert edges == [
+        "num_train_epochs=3 is at the upper end of [1, 3]",
+        "learning_rate=9.5e-05 is at the upper end of [1e-05, 0.0001]",
+    ]
+    low = search.at_bounds({**inner, "learning_rate": 1.05e-5}, space)
+    assert low == ["learning_rate=1.05e-05 is at the lower end of [1e-05, 0.0001]"]
+    # 1.3e-5 lies in the bottom 5% of 1e-5..1e-4 on a linear scale, not on the log scale it is searched on.
+    assert search.at_bounds({**inner, "learning_rate": 1.3e-5}, space) == []
+
+
 @pytest.mark.parametrize(
     "space, message",
     [
