@@ -219,11 +219,11 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 def at_bounds(params: dict[str, Any], space: list[Param], margin: float = 0.05) -> list[str]:
     """Numeric values within `margin` (a fraction of the range, log-scaled for a log range) of an end of
-    their range: the optimum may lie outside the space."""
+    their range: the optimum may lie outside the space. A searched `seed` has no optimum to miss."""
     found = []
     for param in space:
         value = params.get(param.name)
-        if param.type == "categorical" or value is None or param.high == param.low:
+        if param.type == "categorical" or param.name == "seed" or value is None or param.high == param.low:
             continue
         scale = math.log if param.log else float
         position = (scale(value) - scale(param.low)) / (scale(param.high) - scale(param.low))
