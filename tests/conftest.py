@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,6 +29,11 @@ TINY = [
 ]
 
 schema.register()
+
+# A shell starts background jobs (`cmd &`, nohup) with SIGINT ignored, and children inherit that. The
+# interrupt tests send SIGINT to this process and to the entry points it starts, so give it back
+# Python's handler: the tests then behave the same however pytest was launched.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def compose_config(*overrides: str):
