@@ -56,6 +56,7 @@ class ModelConfig:
 @dataclass
 class SearchConfig:
     n_trials: int = 10  # per worker, per invocation
+    timeout: Optional[int] = None  # seconds; no trial starts after this (per worker, per invocation)
     space: str = "batch_epochs"  # sweeps/<space>.yaml
     storage: str = "sqlite:///mlruns/optuna.db"
     study_name: str = MISSING

@@ -177,11 +177,13 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
 
 
 def run(trainer: PipelineTrainer, cfg: SearchConfig, space: list[Param], study: optuna.Study, seed: int) -> None:
-    """Run `search.n_trials` more trials of the study through Trainer.hyperparameter_search."""
+    """Run `search.n_trials` more trials of the study (fewer if `search.timeout` runs out) through
+    Trainer.hyperparameter_search."""
     trainer.hyperparameter_search(
         hp_space=hp_space(space),
         compute_objective=objective,
         n_trials=cfg.n_trials,
+        timeout=cfg.timeout,
         direction=DIRECTION,
         backend="optuna",
         hp_name=trial_name,

@@ -122,6 +122,14 @@ def test_train_mode_trains_once_and_registers(tmp_path):
     assert str(client.get_model_version_by_alias("ag_news", "champion").version) == "1"
 
 
+def test_search_timeout_starts_no_trial_after_it_runs_out(tmp_path):
+    result = run_pipeline(tmp_path, *TINY, "search.n_trials=5", "search.timeout=1", "trainer.num_train_epochs=1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE]  # a trial takes longer than 1 s
+    assert len(runs_by_role(mlflow_client(tmp_path), "trial")) == 1
+
+
 def test_multirun_with_two_models_gives_two_parent_runs_in_one_experiment(tmp_path):
     result = run_pipeline(tmp_path, "-m", *TINY, "model=tiny,minilm", "search.n_trials=1", "trainer.num_train_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
