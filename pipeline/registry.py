@@ -1,9 +1,7 @@
 """Best trial -> final model -> test score -> saved, logged and registered; the champion rule."""
 from __future__ import annotations
 
-import contextlib
-import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -15,7 +13,7 @@ from mlflow.models import infer_signature
 from transformers import AutoModelForSequenceClassification
 from transformers.trainer_utils import PredictionOutput
 
-from pipeline import train
+from pipeline import interrupts, train
 from pipeline.tracking import EpochMetrics, Tracker
 
 TEST_METRIC = "test_accuracy"
@@ -79,7 +77,7 @@ def save_and_register(
             signature=signature,
             pip_requirements=PIP_REQUIREMENTS,
         )
-    with deferred_interrupts():  # a version is registered, tagged and ranked, or not at all
+    with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
         registered = mlflow.register_model(info.model_uri, name, tags={TEST_METRIC: str(metrics[TEST_METRIC])})
         tracker.client.set_model_version_tag(name, registered.version, "run_id", run_id)
         champion = promote(tracker, name, alias)
@@ -109,17 +107,3 @@ def _alias_holder(tracker: Tracker, name: str, alias: str) -> str | None:
         return tracker.client.get_model_version_by_alias(name, alias).version
     except mlflow.exceptions.MlflowException:
         return None
-
-
-@contextlib.contextmanager
-def deferred_interrupts() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM until the block ends, so the registry is never left half-updated."""
-    received: list[int] = []
-    previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sig in received:
-            signal.raise_signal(sig)

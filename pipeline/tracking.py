@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from pipeline.errors import PipelineError
+from pipeline.interrupts import deferring
 from pipeline.schema import TrackingConfig
 from pipeline.workers import worker_name
 
@@ -204,6 +205,7 @@ class EpochMetrics(TrainerCallback):
     def __init__(self, tracker: Tracker, run_id: str | None, prefix: str = "") -> None:
         self.tracker, self.run_id, self.prefix = tracker, run_id, prefix
 
+    @deferring
     def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
         if self.run_id is None or not state.is_world_process_zero:
             return
@@ -211,6 +213,7 @@ class EpochMetrics(TrainerCallback):
         logged = {k: v for k, v in (metrics or {}).items() if k in ("eval_accuracy", "eval_loss", "eval_f1_macro")}
         self.tracker.log_metrics(self.run_id, {self.prefix + k: v for k, v in logged.items()}, step=epoch)
 
+    @deferring
     def on_log(self, args, state, control, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if self.run_id is not None and state.is_world_process_zero and "loss" in (logs or {}):
             self.tracker.log_metrics(self.run_id, {self.prefix + "train_loss": logs["loss"]}, step=state.global_step)
@@ -226,6 +229,7 @@ class TrialRuns(EpochMetrics):
         super().__init__(tracker, None)
         self.parent_id, self.study, self.trainer, self.fixed = parent_id, study, trainer, fixed
 
+    @deferring
     def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
         trial = self.trainer.trial
         if not isinstance(trial, optuna.Trial):

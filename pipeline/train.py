@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from pipeline.errors import PipelineError
+from pipeline.interrupts import deferring
 
 # What the pipeline decides, whatever conf/trainer says: per-epoch evaluation (the search objective and
 # MLflow's per-epoch curves), no per-trial checkpoints (only the best trial's weights are kept, by
@@ -69,6 +70,7 @@ class PipelineTrainer(Trainer):
         """The Optuna trial being trained, None outside a search."""
         return getattr(self, "_trial", None)
 
+    @deferring  # an Optuna write
     def _report_to_hp_search(self, trial, step: int, metrics: dict[str, float]) -> None:
         # The Trainer reports at global_step; with batch size searched, step N means different amounts of
         # data per trial. Reporting at the epoch makes the pruner compare trials after equal training.

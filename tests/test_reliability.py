@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline import registry, search
+from pipeline import interrupts, registry, search
 from pipeline.audit import audit
 from pipeline.tracking import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
 from tests.conftest import TINY, compose_config, pipeline_env, run_pipeline
@@ -229,7 +229,7 @@ def test_sigint_during_the_final_step_leaves_the_registry_as_it_was(crashed):
 def test_deferred_interrupts_finish_the_registry_block_then_raise():
     done = []
     with pytest.raises(KeyboardInterrupt):
-        with registry.deferred_interrupts():
+        with interrupts.deferred():
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(0.1)  # the signal is delivered here, and held
             done.append("registered, tagged and promoted")

@@ -1,0 +1,41 @@
+"""Hold Ctrl-C and SIGTERM while the pipeline writes to a tracking or study database.
+
+An interrupt raised in the middle of a SQLite write can leave that write's transaction open, locking the
+database for the cleanup that should mark the run KILLED; held until the write ends, it is raised at a
+point where nothing is half-written."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM until the block ends, then raise them (main thread only: elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():  # only it can set signal handlers
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda s, _f: received.append(s)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in received:
+            signal.raise_signal(sig)
+
+
+def deferring(method: Callable) -> Callable:
+    """`method`, run with interrupts held (for callbacks that write to MLflow or Optuna)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with deferred():
+            return method(*args, **kwargs)
+
+    return wrapper
