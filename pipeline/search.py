@@ -132,12 +132,18 @@ def storage(cfg: SearchConfig) -> RDBStorage:
                     grace_period=cfg.grace_period,
                     heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=1),
                 )
-            except sqlalchemy.exc.IntegrityError:  # workers creating a new database's tables at once
-                if attempt == SCHEMA_RACE_RETRIES - 1:
+            except sqlalchemy.exc.DBAPIError as err:
+                if not _lost_schema_race(err) or attempt == SCHEMA_RACE_RETRIES - 1:
                     raise
                 time.sleep(1 + attempt)
     except Exception as err:  # sqlalchemy: bad URL, unreachable server, missing driver
         raise PipelineError(f"search.storage={cfg.storage}: cannot open ({str(err).splitlines()[0]})") from None
+
+
+def _lost_schema_race(err: sqlalchemy.exc.DBAPIError) -> bool:
+    """Another worker created a table or type of a new database between our existence check and our
+    CREATE: PostgreSQL says unique violation (it committed while we waited) or duplicate table."""
+    return isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in str(err).splitlines()[0]
 
 
 def open_study(

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import sqlalchemy
 from mlflow.tracking import MlflowClient
+from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
 from pipeline.registry import TEST_METRIC
-from pipeline.schema import TrackingConfig
+from pipeline import search
+from pipeline.schema import SearchConfig, TrackingConfig
 from pipeline.tracking import ROLE_TAG, TRIAL_TAG, WORKER, Tracker
 from tests.conftest import TINY, pipeline_env
 from tests.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
@@ -138,6 +141,45 @@ def test_workers_setting_one_tag_on_the_shared_parent_at_once_all_succeed(cluste
     assert errors == []
     tags = cluster.client.get_run(parent).data.tags
     assert {tags[f"pipeline.race{key}"] for key in range(5)} <= {f"worker{i}" for i in range(6)}
+
+
+def test_a_worker_whose_table_another_worker_committed_first_still_opens_the_storage():
+    """The CI failure `relation "studies" already exists`: another worker commits a table of a new database
+    after this one checked that it is missing and before its CREATE."""
+    with postgres_database("pipeline_race") as url:
+        rival, raced = sqlalchemy.create_engine(url), []
+
+        def rival_commits_first(table, connection, **kw) -> None:
+            if not raced:  # the first attempt only; the retry finds the table
+                raced.append(table.name)
+                with rival.begin() as other:
+                    table.create(other)
+
+        sqlalchemy.event.listen(models.StudyModel.__table__, "before_create", rival_commits_first)
+        try:
+            rdb = search.storage(SearchConfig(storage=url))
+        finally:
+            sqlalchemy.event.remove(models.StudyModel.__table__, "before_create", rival_commits_first)
+            rival.dispose()
+        assert raced == ["studies"]
+        assert optuna.create_study(storage=rdb, study_name="after-the-race").study_name == "after-the-race"
+        rdb.engine.dispose()
+
+
+def test_a_worker_that_waits_on_another_workers_uncommitted_schema_still_opens_the_storage():
+    """PostgreSQL blocks a CREATE on a rival's uncommitted one, then fails it with a unique violation."""
+    with postgres_database("pipeline_race") as url:
+        rival = sqlalchemy.create_engine(url)
+        with ThreadPoolExecutor(1) as pool, rival.connect() as other:
+            with other.begin():
+                models.BaseModel.metadata.create_all(other)
+                opening = pool.submit(search.storage, SearchConfig(storage=url))
+                time.sleep(1.5)  # long enough for the opener to block on our CREATE TYPE
+                assert not opening.done()
+            rdb = opening.result(timeout=60)
+        rival.dispose()
+        assert optuna.create_study(storage=rdb, study_name="after-the-wait").study_name == "after-the-wait"
+        rdb.engine.dispose()
 
 
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_no_running_run(cluster):
