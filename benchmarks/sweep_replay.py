@@ -32,6 +32,10 @@ def load_grid(storage: str) -> list[optuna.trial.FrozenTrial]:
     return [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
 
 
+def duration(trial: optuna.trial.FrozenTrial) -> float:
+    return (trial.datetime_complete - trial.datetime_start).total_seconds()
+
+
 def nearest(trials: list[optuna.trial.FrozenTrial], params: dict, space: list[search.Param]):
     """The recorded trial closest to `params`: same categorical and int values, nearest float values."""
     def distance(trial: optuna.trial.FrozenTrial) -> float:
@@ -56,7 +60,7 @@ def replay(
     def objective(trial: optuna.Trial) -> float:
         nonlocal clock
         recorded = nearest(grid, search.hp_space(space)(trial), space)
-        seconds = (recorded.datetime_complete - recorded.datetime_start).total_seconds()
+        seconds = duration(recorded)
         epochs = len(recorded.intermediate_values)
         for epoch, value in sorted(recorded.intermediate_values.items()):
             trial.report(value, epoch)
@@ -92,7 +96,7 @@ def main() -> None:
     comparison = [t for t in recorded if any(t.params == point for point in wanted)]
     if len(comparison) != len(wanted):
         raise SystemExit(f"the recorded grid holds {len(comparison)} of the {len(wanted)} comparison points")
-    grid_total = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in comparison)
+    grid_total = sum(duration(t) for t in comparison)
     target = max(t.value for t in comparison) - args.tolerance
     rows = []
     for seed in range(cfg.seed, cfg.seed + args.seeds):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import statistics
 import tempfile
 
@@ -95,6 +96,11 @@ def time_to(points: list[tuple[float, float]], target: float) -> float | None:
     return next((seconds for seconds, value in points if value >= target), None)
 
 
+def as_number(cell: float | str) -> float:
+    """A table cell of time or fraction as a number: "never" is infinity."""
+    return math.inf if cell == "never" else cell
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="minilm")
@@ -139,7 +145,9 @@ def main() -> None:
             "best_acc": max(v for _, v in points), "total_s": total,
             "to_target_s": reached if reached is not None else "never",
             "of_grid_total": reached / grid_total if reached is not None else "never",
-            "sampled_of_grid_total": "-" if name == grid_name else sampled / grid_total if sampled else "never",
+            "sampled_of_grid_total": (
+                "-" if name == grid_name else sampled / grid_total if sampled is not None else "never"
+            ),
         })
     print(f"\nmodel={args.model}, {args.train_samples} train / {args.eval_samples} validation rows, space "
           f"{cfg.search.space}; target = grid best {grid_best:.4f} - {args.tolerance}; each search: at most "
@@ -150,10 +158,8 @@ def main() -> None:
         print(f"\n{name} (a pruned trial shows its best reported accuracy):")
         print(harness.table(trials, list(trials[0])))
     searches = rows[1:]
-    fractions = [r["of_grid_total"] if r["of_grid_total"] != "never" else float("inf") for r in searches]
-    sampled_fractions = [
-        r["sampled_of_grid_total"] if r["sampled_of_grid_total"] != "never" else float("inf") for r in searches
-    ]
+    fractions = [as_number(r["of_grid_total"]) for r in searches]
+    sampled_fractions = [as_number(r["sampled_of_grid_total"]) for r in searches]
     harness.result_line(
         grid_total_s=grid_total, grid_best=grid_best, default_total_s=searches[0]["total_s"],
         default_best=searches[0]["best_acc"], default_to_target_s=searches[0]["to_target_s"],

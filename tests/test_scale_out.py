@@ -18,8 +18,8 @@ from mlflow.tracking import MlflowClient
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
-from pipeline.registry import TEST_METRIC
 from pipeline import search
+from pipeline.registry import TEST_METRIC
 from pipeline.schema import SearchConfig, TrackingConfig
 from pipeline.tracking import ROLE_TAG, TRIAL_TAG, WORKER, Tracker
 from tests.conftest import TINY, pipeline_env
