@@ -253,8 +253,7 @@ class KeepBestTrial(TrainerCallback):
         value = getattr(self.trainer, "objective", None)
         if not isinstance(trial, optuna.Trial) or value is None:
             return
-        # Also called just before a prune at the last epoch: that trial is no candidate.
-        if state.epoch < args.num_train_epochs - 1e-6 or trial.should_prune():
+        if state.global_step < state.max_steps:  # called just before a prune: that trial is no candidate
             return
         previous = self._best()
         if previous is not None and value <= previous.value:

@@ -74,7 +74,14 @@ class PipelineTrainer(Trainer):
     def _report_to_hp_search(self, trial, step: int, metrics: dict[str, float]) -> None:
         # The Trainer reports at global_step; with batch size searched, step N means different amounts of
         # data per trial. Reporting at the epoch makes the pruner compare trials after equal training.
-        super()._report_to_hp_search(trial, round(self.state.epoch or 0), metrics)
+        epoch = round(self.state.epoch or 0)
+        if isinstance(trial, optuna.Trial) and self.state.global_step >= self.state.max_steps:
+            # Training is over: pruning now saves nothing and would discard a finished model, so the
+            # last report only records the value (later trials are judged against it).
+            self.objective = self.compute_objective(metrics)
+            trial.report(self.objective, epoch)
+            return
+        super()._report_to_hp_search(trial, epoch, metrics)
 
     def train(self, *args: Any, trial: optuna.Trial | None = None, **kwargs: Any):
         try:

@@ -3,9 +3,9 @@ import optuna
 import pytest
 import yaml
 
-from pipeline import search
+from pipeline import data, model, search, train
 from pipeline.errors import PipelineError
-from tests.conftest import compose_config
+from tests.conftest import TINY, compose_config
 
 
 def write_space(tmp_path, space: dict):
@@ -92,3 +92,26 @@ def test_searched_seed_reaches_its_own_trial():
     study.enqueue_trial({"seed": 1})
     study.enqueue_trial({"seed": 1})
     assert init(study.ask()) == init(study.ask())
+
+
+def test_a_trial_is_pruned_between_epochs_but_never_after_its_last(tmp_path):
+    """A pruner that prunes every report: 2-epoch trials stop after epoch 1, 1-epoch trials complete."""
+    cfg = compose_config(*TINY, "dataset.max_train_samples=32", "dataset.max_eval_samples=16")
+    tokenizer = model.load_tokenizer(cfg.model)
+    splits = data.load_splits(cfg.dataset, cfg.seed)
+    tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
+    args = train.training_args(cfg.trainer, str(tmp_path), cfg.seed)
+    trainer = train.build_trainer(args, model.make_model_init(cfg.model, data.label_names(splits)), tokenized, tokenizer)
+    study = optuna.create_study(study_name="prune", storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize")
+    for epochs in (2, 1):
+        study.enqueue_trial({"num_train_epochs": epochs})
+    trainer.hyperparameter_search(
+        hp_space=lambda trial: {"num_train_epochs": trial.suggest_int("num_train_epochs", 1, 2)},
+        compute_objective=train.objective, n_trials=2, direction="maximize", backend="optuna",
+        study_name="prune", storage=f"sqlite:///{tmp_path}/optuna.db", load_if_exists=True,
+        pruner=optuna.pruners.ThresholdPruner(lower=1.1),  # accuracy is below 1.1 at every report
+    )
+    two, one = optuna.load_study(study_name="prune", storage=f"sqlite:///{tmp_path}/optuna.db").trials
+    assert two.state == optuna.trial.TrialState.PRUNED and list(two.intermediate_values) == [1]
+    assert one.state == optuna.trial.TrialState.COMPLETE and list(one.intermediate_values) == [1]
+    assert one.value == one.intermediate_values[1]
