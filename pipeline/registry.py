@@ -17,13 +17,15 @@ from pipeline import interrupts, train
 from pipeline.tracking import EpochMetrics, Tracker
 
 TEST_METRIC = "test_accuracy"
+F1_METRIC = "test_f1_macro"
+# On a version registered from a search: its best trial's MLflow run, unique even if the study is recreated.
+TRIAL_RUN_TAG = "pipeline.trial_run_id"
 # Explicit requirements: left to infer them, mlflow.transformers imports torchvision (absent here).
 PIP_REQUIREMENTS = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "mlflow")]
 
 
 @dataclass
 class FinalModel:
-    directory: Path
     metrics: dict[str, float]
     model_uri: str  # models:/NAME/VERSION
     version: str
@@ -64,6 +66,7 @@ def save_and_register(
     run_id: str,
     name: str,
     alias: str,
+    trial_run_id: str | None = None,
 ) -> FinalModel:
     """Save with the tokenizer, log to `run_id` as an MLflow model, register it and apply the champion rule."""
     trainer.save_model(str(directory))  # model + tokenizer (processing_class)
@@ -78,12 +81,29 @@ def save_and_register(
             pip_requirements=PIP_REQUIREMENTS,
         )
     with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
-        registered = mlflow.register_model(info.model_uri, name, tags={TEST_METRIC: str(metrics[TEST_METRIC])})
+        tags = {TEST_METRIC: str(metrics[TEST_METRIC]), F1_METRIC: str(metrics[F1_METRIC])}
+        if trial_run_id:
+            tags[TRIAL_RUN_TAG] = trial_run_id
+        registered = mlflow.register_model(info.model_uri, name, tags=tags)
         tracker.client.set_model_version_tag(name, registered.version, "run_id", run_id)
         champion = promote(tracker, name, alias)
     model_uri = f"models:/{name}/{registered.version}"
     tracker.set_tag(run_id, "pipeline.model_uri", model_uri)
-    return FinalModel(directory, metrics, model_uri, registered.version, champion)
+    return FinalModel(metrics, model_uri, registered.version, champion)
+
+
+def registered_from(tracker: Tracker, name: str, alias: str, trial_run_id: str | None) -> FinalModel | None:
+    """The version an earlier run registered from the same best trial, if any: a rerun whose best trial
+    did not change would only score the same weights again and store another copy of them."""
+    if not trial_run_id:
+        return None
+    versions = tracker.client.search_model_versions(f"name = '{name}'")
+    found = [v for v in versions if v.tags.get(TRIAL_RUN_TAG) == trial_run_id and TEST_METRIC in v.tags]
+    if not found:
+        return None
+    version = min(found, key=lambda v: int(v.version))
+    metrics = {key: float(version.tags[key]) for key in (TEST_METRIC, F1_METRIC) if key in version.tags}
+    return FinalModel(metrics, f"models:/{name}/{version.version}", version.version, promote(tracker, name, alias))
 
 
 def promote(tracker: Tracker, name: str, alias: str) -> str:

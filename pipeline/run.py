@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from pipeline import data, distributed, model, progress, registry, report, search, train, workers
 from pipeline.errors import PipelineError
 from pipeline.schema import Mode
-from pipeline.tracking import TrialRuns, Tracker
+from pipeline.tracking import RUN_ID_ATTR, TrialRuns, Tracker
 
 log = logging.getLogger(__name__)
 
@@ -64,9 +64,11 @@ def run(cfg: DictConfig) -> registry.FinalModel | None:
             run_search(cfg, build, tracker, parent, study, space)
         if study is not None:
             report.log_study(tracker, parent, study)  # before the final step, so a failure there keeps the plots
-        params, checkpoint = best_of(cfg, study, tracker, parent, space)
-        trainer = registry.final_model(params, checkpoint, build, tracker, parent)
-        final = finish(cfg, trainer, tokenized, tracker, parent, labels)
+        params, checkpoint, trial_run = best_of(cfg, study, tracker, parent, space)
+        final = registered_before(cfg, tracker, trial_run)
+        if not distributed.from_main(final is not None):
+            trainer = registry.final_model(params, checkpoint, build, tracker, parent)
+            final = finish(cfg, trainer, tokenized, tracker, parent, labels, trial_run)
     if final is not None:
         best = search.best_trial(study)
         progress.print_summary(
@@ -77,9 +79,9 @@ def run(cfg: DictConfig) -> registry.FinalModel | None:
 
 def best_of(
     cfg: DictConfig, study: optuna.Study | None, tracker: Tracker, parent: str, space: list[search.Param]
-) -> tuple[dict, Path | None]:
-    """The best trial's params and kept weights; under torchrun, rank 0's choice on every rank."""
-    params, checkpoint = {}, None
+) -> tuple[dict, Path | None, str | None]:
+    """The best trial's params, kept weights and MLflow run id; under torchrun, rank 0's on every rank."""
+    params, checkpoint, trial_run = {}, None, None
     if study is not None:
         best = search.best_trial(study)
         search.drop_checkpoints(study, best, cfg.search.checkpoint_dir)
@@ -88,9 +90,20 @@ def best_of(
             log.warning("best trial %d: %s in search.space=%s; widen the range there", best.number, edge, cfg.search.space)
         tracker.log_metrics(parent, {"best_eval_accuracy": best.value})
         params, checkpoint = best.params, search.checkpoint_for(best, cfg.search.checkpoint_dir)
-    params, checkpoint = distributed.from_main((params, checkpoint))
+        trial_run = best.user_attrs.get(RUN_ID_ATTR)
+    params, checkpoint, trial_run = distributed.from_main((params, checkpoint, trial_run))
     readable = distributed.everywhere(checkpoint is not None and (checkpoint / "config.json").is_file())
-    return params, checkpoint if readable else None
+    return params, checkpoint if readable else None, trial_run
+
+
+def registered_before(cfg: DictConfig, tracker: Tracker, trial_run: str | None) -> registry.FinalModel | None:
+    """The version an earlier run registered from this best trial (rank 0 looks; other ranks get None)."""
+    if not distributed.is_main():
+        return None
+    final = registry.registered_from(tracker, cfg.registry.name, cfg.registry.alias, trial_run)
+    if final is not None:
+        log.info("best trial already registered as %s; nothing new to register", final.model_uri)
+    return final
 
 
 def open_study(cfg: DictConfig, space: list[search.Param]) -> optuna.Study | None:
@@ -122,7 +135,7 @@ def run_search(cfg: DictConfig, build, tracker: Tracker, parent: str, study: opt
 
 
 def finish(
-    cfg: DictConfig, trainer, tokenized, tracker: Tracker, run_id: str, labels: list[str]
+    cfg: DictConfig, trainer, tokenized, tracker: Tracker, run_id: str, labels: list[str], trial_run: str | None = None
 ) -> registry.FinalModel | None:
     prediction = registry.predict_test(trainer, tokenized)
     if not distributed.is_main():  # rank 0 saves, logs and registers
@@ -130,7 +143,8 @@ def finish(
     metrics = registry.scores(prediction)
     report.log_confusion_matrix(tracker, run_id, prediction, labels)
     final = registry.save_and_register(
-        trainer, metrics, Path(cfg.output_dir) / "model", tracker, run_id, cfg.registry.name, cfg.registry.alias
+        trainer, metrics, Path(cfg.output_dir) / "model", tracker, run_id, cfg.registry.name, cfg.registry.alias,
+        trial_run,
     )
     log.info(
         "test_accuracy=%.4f test_f1_macro=%.4f; registered %s; %s is version %s",

@@ -6,7 +6,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline.registry import TEST_METRIC
+from pipeline import search
+from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
 from pipeline.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG
 from tests.conftest import CLASSES, TINY, run_pipeline
 
@@ -40,6 +41,7 @@ def searched(tmp_path_factory):
         "champion_accuracy": champion_accuracy(client),
         "trial_runs": len(runs_by_role(client, "trial")),
         "trials": len(optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db").trials),
+        "best_trial_run": client.get_model_version_by_alias("ag_news", "champion").tags[TRIAL_RUN_TAG],
     }
     second = run_pipeline(cwd, *TINY, "search.n_trials=3")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -89,9 +91,13 @@ def test_champion_is_registered_and_never_moves_to_a_worse_model(searched):
     cwd, _, after_first = searched
     client = mlflow_client(cwd)
     versions = client.search_model_versions("name = 'ag_news'")
-    assert len(versions) == 2
     best = max(float(v.tags[TEST_METRIC]) for v in versions)
     assert champion_accuracy(client) == best >= after_first["champion_accuracy"]
+    # One version per best trial: a rerun whose best trial did not change registers nothing new.
+    trial_runs = [v.tags[TRIAL_RUN_TAG] for v in versions]
+    best = search.best_trial(optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db"))
+    assert len(set(trial_runs)) == len(versions)
+    assert set(trial_runs) == {after_first["best_trial_run"], best.user_attrs["mlflow_run_id"]}
 
 
 def test_predict_loads_champion_in_a_new_process(searched):

@@ -190,19 +190,19 @@ def test_disk_keeps_only_the_best_trials_checkpoint(crashed):
     assert kept == [f"trial-{best.number}"]
 
 
-def test_finalize_twice_is_safe_and_keeps_the_champion(crashed):
+def test_finalize_again_registers_nothing_new_and_keeps_the_champion(crashed):
     cwd, command = crashed
     c = client(cwd)
-    champion = c.get_model_version_by_alias("ag_news", "champion")
+    (version,) = c.search_model_versions("name = 'ag_news'")  # registered by the search
+    best = search.best_trial(load_study(cwd))
+    assert version.tags[registry.TRIAL_RUN_TAG] == best.user_attrs["mlflow_run_id"]
     trials_before = len(load_study(cwd).trials)
     for _ in range(2):
         result = run_pipeline(cwd, *command, "mode=finalize")
         assert result.returncode == 0, result.stderr[-3000:]
-    versions = c.search_model_versions("name = 'ag_news'")
-    assert len(versions) == 3 and all(registry.TEST_METRIC in v.tags for v in versions)
-    # The same kept weights score the same: a tie keeps the holder, and nothing worse takes the alias.
-    assert {v.tags[registry.TEST_METRIC] for v in versions} == {champion.tags[registry.TEST_METRIC]}
-    assert c.get_model_version_by_alias("ag_news", "champion").version == champion.version
+        assert f"already registered as models:/ag_news/{version.version}" in result.stdout + result.stderr
+    assert [v.version for v in c.search_model_versions("name = 'ag_news'")] == [version.version]
+    assert c.get_model_version_by_alias("ag_news", "champion").version == version.version
     assert len(load_study(cwd).trials) == trials_before
     assert runs(cwd, "study")[0].info.status == "FINISHED"
     assert_consistent(cwd)
@@ -213,13 +213,15 @@ def test_sigint_during_the_final_step_leaves_the_registry_as_it_was(crashed):
     c = client(cwd)
     versions = sorted(v.version for v in c.search_model_versions("name = 'ag_news'"))
     champion = c.get_model_version_by_alias("ag_news", "champion").version
-    proc, log = start(cwd, [*command, "mode=finalize"])
+    # Under a registry name the best trial is not registered in yet, so the final step runs.
+    proc, log = start(cwd, [*command, "mode=finalize", "registry.name=ag_news_again"])
     deadline = time.monotonic() + 180
     while "best trial" not in log.read_text() and time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)  # while the final model is loaded, scored, saved and logged
     assert proc.wait(timeout=120) == 130
+    assert c.search_model_versions("name = 'ag_news_again'") == []
     assert sorted(v.version for v in c.search_model_versions("name = 'ag_news'")) == versions
     assert c.get_model_version_by_alias("ag_news", "champion").version == champion
     assert runs(cwd, "study")[0].info.status == "KILLED"
