@@ -15,6 +15,8 @@ from rich.table import Table
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from pipeline.train import training_done
+
 log = logging.getLogger(__name__)
 
 # Short names for the searched TrainingArguments fields in one-line output.
@@ -80,8 +82,7 @@ class TrialProgress(TrainerCallback):
         if not isinstance(trial, optuna.Trial):
             return
         self.done += 1
-        # The Trainer calls on_train_end just before it raises TrialPruned.
-        outcome = "pruned" if trial.should_prune() else "complete"
+        outcome = "complete" if training_done(state) else "pruned"
         log.info("%s", self.line(trial.number, trial.params, outcome))
 
     def line(self, number: int, params: dict[str, Any], outcome: str) -> str:

@@ -23,7 +23,7 @@ from transformers.trainer_utils import set_seed
 
 from pipeline.errors import PipelineError
 from pipeline.schema import Pruner, Sampler, SearchConfig
-from pipeline.train import POSITIVE_ARGS, PipelineTrainer, objective
+from pipeline.train import POSITIVE_ARGS, PipelineTrainer, objective, training_done
 from pipeline.workers import RetryStaleTrial, TrialSeededSampler
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
@@ -253,7 +253,7 @@ class KeepBestTrial(TrainerCallback):
         value = getattr(self.trainer, "objective", None)
         if not isinstance(trial, optuna.Trial) or value is None:
             return
-        if state.global_step < state.max_steps:  # called just before a prune: that trial is no candidate
+        if not training_done(state):  # a trial about to be pruned is no candidate
             return
         previous = self._best()
         if previous is not None and value <= previous.value:

@@ -14,6 +14,7 @@ from transformers import (
     EvalPrediction,
     Trainer,
     TrainerCallback,
+    TrainerState,
     TrainingArguments,
 )
 
@@ -62,6 +63,11 @@ def objective(metrics: dict[str, float]) -> float:
     return metrics["eval_accuracy"]
 
 
+def training_done(state: TrainerState) -> bool:
+    """All steps trained: the trial completes (the Trainer also calls on_train_end just before a prune)."""
+    return state.global_step >= state.max_steps
+
+
 class PipelineTrainer(Trainer):
     """A Trainer that reports to Optuna once per epoch and records why a trial failed."""
 
@@ -75,7 +81,7 @@ class PipelineTrainer(Trainer):
         # The Trainer reports at global_step; with batch size searched, step N means different amounts of
         # data per trial. Reporting at the epoch makes the pruner compare trials after equal training.
         epoch = round(self.state.epoch or 0)
-        if isinstance(trial, optuna.Trial) and self.state.global_step >= self.state.max_steps:
+        if isinstance(trial, optuna.Trial) and training_done(self.state):
             # Training is over: pruning now saves nothing and would discard a finished model, so the
             # last report only records the value (later trials are judged against it).
             self.objective = self.compute_objective(metrics)

@@ -1,9 +1,11 @@
 """Search-space parsing and validation, hp_space, and study compatibility checks."""
+import re
+
 import optuna
 import pytest
 import yaml
 
-from pipeline import data, model, search, train
+from pipeline import data, model, progress, search, train
 from pipeline.errors import PipelineError
 from tests.conftest import TINY, compose_config
 
@@ -94,7 +96,7 @@ def test_searched_seed_reaches_its_own_trial():
     assert init(study.ask()) == init(study.ask())
 
 
-def test_a_trial_is_pruned_between_epochs_but_never_after_its_last(tmp_path):
+def test_a_trial_is_pruned_between_epochs_but_never_after_its_last(tmp_path, caplog):
     """A pruner that prunes every report: 2-epoch trials stop after epoch 1, 1-epoch trials complete."""
     cfg = compose_config(*TINY, "dataset.max_train_samples=32", "dataset.max_eval_samples=16")
     tokenizer = model.load_tokenizer(cfg.model)
@@ -102,6 +104,8 @@ def test_a_trial_is_pruned_between_epochs_but_never_after_its_last(tmp_path):
     tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
     args = train.training_args(cfg.trainer, str(tmp_path), cfg.seed)
     trainer = train.build_trainer(args, model.make_model_init(cfg.model, data.label_names(splits)), tokenized, tokenizer)
+    trainer.add_callback(progress.TrialProgress(trainer, n_trials=2))
+    caplog.set_level("INFO", logger="pipeline.progress")
     study = optuna.create_study(study_name="prune", storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize")
     for epochs in (2, 1):
         study.enqueue_trial({"num_train_epochs": epochs})
@@ -115,3 +119,5 @@ def test_a_trial_is_pruned_between_epochs_but_never_after_its_last(tmp_path):
     assert two.state == optuna.trial.TrialState.PRUNED and list(two.intermediate_values) == [1]
     assert one.state == optuna.trial.TrialState.COMPLETE and list(one.intermediate_values) == [1]
     assert one.value == one.intermediate_values[1]
+    outcomes = [re.search(r"\| (\w+) in", r.getMessage()).group(1) for r in caplog.records if "eval_accuracy by epoch" in r.getMessage()]
+    assert outcomes == ["pruned", "complete"]  # what the progress line tells the user
