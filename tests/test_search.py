@@ -1,4 +1,4 @@
-"""Search-space parsing and validation, hp_space, and study compatibility checks."""
+"""Search-space parsing and validation, hp_space, study compatibility checks, and when a trial may be pruned."""
 import re
 
 import optuna
