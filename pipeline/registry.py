@@ -55,7 +55,7 @@ def predict_test(trainer: train.PipelineTrainer, tokenized: DatasetDict) -> Pred
 
 
 def scores(prediction: PredictionOutput) -> dict[str, float]:
-    return {k: v for k, v in prediction.metrics.items() if k in ("test_accuracy", "test_f1_macro", "test_loss")}
+    return {k: v for k, v in prediction.metrics.items() if k in (TEST_METRIC, F1_METRIC, "test_loss")}
 
 
 def save_and_register(
@@ -102,7 +102,7 @@ def registered_from(tracker: Tracker, name: str, alias: str, trial_run_id: str |
     if not found:
         return None
     version = min(found, key=lambda v: int(v.version))
-    metrics = {key: float(version.tags[key]) for key in (TEST_METRIC, F1_METRIC) if key in version.tags}
+    metrics = {key: float(version.tags[key]) for key in (TEST_METRIC, F1_METRIC)}  # tagged together
     return FinalModel(metrics, f"models:/{name}/{version.version}", version.version, promote(tracker, name, alias))
 
 
