@@ -8,10 +8,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import schema
+from pipeline import hub, schema
 from pipeline.config_errors import one_line
 from pipeline.errors import PipelineError
-from pipeline.tracking import Interrupted
+from pipeline.interrupts import Interrupted
 
 schema.register()
 
@@ -34,6 +34,7 @@ def main(cfg: DictConfig) -> None:
 
 def cli() -> None:
     """Hydra's main, with config errors on one line (exit 2) and an interrupt without a traceback."""
+    hub.go_offline_if_unreachable()  # before pipeline.run imports huggingface_hub, which reads it once
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
     try:

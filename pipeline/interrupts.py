@@ -13,6 +13,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every `finally` runs."""
+
+
 @contextlib.contextmanager
 def deferred() -> Iterator[None]:
     """Hold SIGINT/SIGTERM until the block ends, then raise them (main thread only: elsewhere a no-op)."""

@@ -42,10 +42,6 @@ _TRIAL_END = {
 }
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM, raised like Ctrl-C so that every `finally` runs."""
-
-
 class Tracker:
     """One MLflow experiment, through an explicit client (no global active-run state between jobs)."""
 

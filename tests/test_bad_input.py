@@ -30,6 +30,7 @@ def run_cli(monkeypatch, capsys, cwd: Path, *overrides: str) -> tuple[int, str]:
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["pipeline", *BASE, *overrides])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # cli() sets it to 1; restored after the test
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as pipeline_env() does for the subprocesses
     # As under `python -m pipeline`, where the module is __main__: Hydra then finds conf/ beside the file.
     monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
     GlobalHydra.instance().clear()
