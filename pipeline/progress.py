@@ -65,8 +65,8 @@ def params_text(params: dict[str, Any]) -> str:
 class TrialProgress(TrainerCallback):
     """After each trial: `trial i/N (#number) params | acc per epoch | complete/pruned | elapsed, ~left`."""
 
-    def __init__(self, trainer, n_trials: int) -> None:
-        self.trainer, self.n_trials = trainer, n_trials
+    def __init__(self, trainer, n_trials: int, timeout: float | None = None) -> None:
+        self.trainer, self.n_trials, self.timeout = trainer, n_trials, timeout
         self.done, self.started, self.trial_started = 0, time.monotonic(), 0.0
         self.accuracies: list[float] = []
 
@@ -88,13 +88,24 @@ class TrialProgress(TrainerCallback):
     def line(self, number: int, params: dict[str, Any], outcome: str) -> str:
         now = time.monotonic()
         elapsed = now - self.started
-        left = elapsed / self.done * max(self.n_trials - self.done, 0)
+        left = time_left(elapsed, self.done, self.n_trials, self.timeout)
         accuracies = " ".join(f"{a:.3f}" for a in self.accuracies) or "-"
         return (
             f"trial {self.done}/{self.n_trials} (#{number}) {params_text(params)} | eval_accuracy by epoch: "
             f"{accuracies} | {outcome} in {_clock(now - self.trial_started)} | "
             f"elapsed {_clock(elapsed)}, ~{_clock(left)} left"
         )
+
+
+def time_left(elapsed: float, done: int, n_trials: int, timeout: float | None) -> float:
+    """Seconds until the search ends: the trials still to run at the mean pace so far, or, when
+    `search.timeout` comes first, the time until it plus the one trial that may start just before it
+    (called as a trial ends: past the timeout, no other starts)."""
+    per_trial = elapsed / done
+    left = per_trial * max(n_trials - done, 0)
+    if timeout is None:
+        return left
+    return min(left, timeout - elapsed + per_trial) if elapsed < timeout else 0.0
 
 
 def _clock(seconds: float) -> str:

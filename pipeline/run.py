@@ -125,7 +125,7 @@ def run_search(cfg: DictConfig, build, tracker: Tracker, parent: str, study: opt
     fixed = {"model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed}
     trainer.add_callback(TrialRuns(tracker, parent, study, trainer, fixed))
     trainer.add_callback(search.KeepBestTrial(trainer, study, cfg.search.checkpoint_dir))
-    trainer.add_callback(progress.TrialProgress(trainer, cfg.search.n_trials))
+    trainer.add_callback(progress.TrialProgress(trainer, cfg.search.n_trials, cfg.search.timeout))
     progress.use_bars_only(trainer)
     try:
         search.run(trainer, cfg.search, space, study, cfg.seed)

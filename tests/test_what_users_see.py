@@ -14,7 +14,7 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import report
+from pipeline import progress, report
 from pipeline.tracking import ROLE_TAG
 from tests import mlflow_ui
 from tests.conftest import TINY, run_pipeline
@@ -140,3 +140,12 @@ def test_optuna_dashboard_opens_the_study_storage(searched):
         finally:
             server.terminate()
     assert [s["study_name"] for s in studies["study_summaries"]] == [STUDY]
+
+
+def test_time_left_counts_trials_or_the_timeout_whichever_ends_first():
+    # 2 of 10 trials in 60 s: 8 more at 30 s each.
+    assert progress.time_left(60, 2, 10, None) == 240
+    # search.timeout=100: no trial starts after 100 s, and one may start just before it.
+    assert progress.time_left(60, 2, 10, 100) == 40 + 30
+    assert progress.time_left(120, 2, 10, 100) == 0  # past the timeout no trial starts
+    assert progress.time_left(60, 10, 10, 100) == 0  # all trials done
