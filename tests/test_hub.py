@@ -28,7 +28,8 @@ def test_reachable_tells_a_listening_port_from_a_closed_one():
 
 def test_an_unreachable_hub_switches_on_offline_mode(monkeypatch):
     for var in ("HF_HUB_OFFLINE", "HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
-        monkeypatch.delenv(var, raising=False)
+        monkeypatch.setenv(var, "")  # so that teardown restores the original, set or unset
+        monkeypatch.delenv(var)
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     hub.go_offline_if_unreachable()
     assert os.environ["HF_HUB_OFFLINE"] == "1"
