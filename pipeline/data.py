@@ -67,6 +67,12 @@ def _tokenizer_identity(tokenizer) -> str:
     return Hasher.hash(spec)
 
 
+def fingerprint(splits: DatasetDict) -> str:
+    """A hash of every split's texts and labels: a study's trials, and the test scores of the versions it
+    registers, compare only on the same data."""
+    return Hasher.hash([label_names(splits), {name: [ds["text"], ds["label"]] for name, ds in splits.items()}])
+
+
 def label_names(splits: DatasetDict) -> list[str]:
     return splits["train"].features["label"].names
 

@@ -30,7 +30,7 @@ def run(cfg: DictConfig) -> registry.FinalModel | None:
     model_init = model.make_model_init(cfg.model, labels)
     # Only now write anything: bad input above leaves no experiment, study or run behind.
     tracker = distributed.tracker(cfg)  # rank 0's; under torchrun the other ranks write nowhere
-    study = open_study(cfg, space)
+    study = open_study(cfg, space, data.fingerprint(splits))
     tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
     log.info("data: %s; labels: %s", {k: len(v) for k, v in splits.items()}, labels)
 
@@ -106,7 +106,7 @@ def registered_before(cfg: DictConfig, tracker: Tracker, trial_run: str | None) 
     return final
 
 
-def open_study(cfg: DictConfig, space: list[search.Param]) -> optuna.Study | None:
+def open_study(cfg: DictConfig, space: list[search.Param], data_id: str) -> optuna.Study | None:
     """The study (search), the existing study (finalize), or nothing (train)."""
     if cfg.mode == Mode.train or not distributed.is_main():  # a torchrun replica: rank 0 alone uses the study
         return None
@@ -114,7 +114,7 @@ def open_study(cfg: DictConfig, space: list[search.Param]) -> optuna.Study | Non
     if cfg.mode == Mode.finalize and cfg.search.study_name not in optuna.get_all_study_names(rdb):
         raise PipelineError(f"search.study_name={cfg.search.study_name}: no such study in {cfg.search.storage}")
     start = {**cfg.trainer, "seed": cfg.seed}  # the experiment's starting point is trial 0
-    return search.open_study(cfg.search, space, rdb, start)
+    return search.open_study(cfg.search, space, rdb, start, data_id)
 
 
 def run_search(cfg: DictConfig, build, tracker: Tracker, parent: str, study: optuna.Study, space) -> None:

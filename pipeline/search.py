@@ -147,10 +147,10 @@ def _lost_schema_race(err: sqlalchemy.exc.DBAPIError) -> bool:
 
 
 def open_study(
-    cfg: SearchConfig, space: list[Param], rdb: RDBStorage, start: dict[str, Any] | None = None
+    cfg: SearchConfig, space: list[Param], rdb: RDBStorage, start: dict[str, Any] | None = None, data: str = ""
 ) -> optuna.Study:
     """Create the study (its first trial: the configured `start` values), or load it and check it was
-    made for this space and direction."""
+    made for this space, direction and `data` (a fingerprint of the splits)."""
     study = optuna.create_study(study_name=cfg.study_name, storage=rdb, direction=DIRECTION, load_if_exists=True)
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:  # before marking it as ours below
         raise PipelineError(f"search.study_name={cfg.study_name} minimises; this pipeline maximises accuracy")
@@ -164,6 +164,15 @@ def open_study(
         raise PipelineError(
             f"search.study_name={cfg.study_name} was created with a different search space than "
             f"search.space={cfg.space}; use a new search.study_name"
+        )
+    stored_data = study.user_attrs.get("data")
+    if stored_data is None:  # a new study, or one from before studies recorded their data
+        study.set_user_attr("data", data)
+    elif stored_data != data:
+        raise PipelineError(
+            f"search.study_name={cfg.study_name} was created on other data (its train, validation or test rows "
+            "differ from this run's: other files, dataset.* or seed); use a new search.study_name, or dataset.name=NAME "
+            "for a new experiment"
         )
     return study
 

@@ -155,15 +155,17 @@ def test_bad_input_fails_before_training_with_one_line(case, tmp_path, monkeypat
     assert_clean_failure(code, stderr, tmp_path, names, says)
 
 
-def _existing_study(tmp_path: Path, direction: str = "maximize", space: dict | None = None) -> list[str]:
+def _existing_study(
+    tmp_path: Path, direction: str = "maximize", space: dict | None = None, data: str | None = None
+) -> list[str]:
     storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     (tmp_path / "mlruns").mkdir()
-    if space is None:
+    if space is None and data is None:
         optuna.create_study(study_name="ag_news-tiny", storage=storage, direction=direction)
     else:
         cfg = compose_config(f"search.storage={storage}", "search.study_name=ag_news-tiny").search
-        other = search.load_space(write_space(tmp_path, space).split("=", 1)[1])
-        search.open_study(cfg, other, search.storage(cfg))
+        path = write_space(tmp_path, space).split("=", 1)[1] if space else cfg.space
+        search.open_study(cfg, search.load_space(path), search.storage(cfg), data=data or "")
     return [f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}"]
 
 
@@ -171,6 +173,14 @@ def test_study_reused_with_another_space(tmp_path, monkeypatch, capsys):
     overrides = _existing_study(tmp_path, space={"num_train_epochs": {"type": "int", "low": 1, "high": 5}})
     code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
     assert_clean_failure(code, stderr, tmp_path, "search.study_name=ag_news-tiny", "use a new search.study_name")
+
+
+def test_study_reused_on_other_data(tmp_path, monkeypatch, capsys):
+    overrides = _existing_study(tmp_path, data="the fingerprint of other rows")
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
+    assert_clean_failure(code, stderr, tmp_path, "search.study_name=ag_news-tiny", "created on other data")
+    study = optuna.load_study(study_name="ag_news-tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    assert study.trials == [] and study.user_attrs["data"] == "the fingerprint of other rows"
 
 
 def test_study_reused_with_another_direction(tmp_path, monkeypatch, capsys):

@@ -1,13 +1,19 @@
 """Search-space parsing and validation, hp_space, study compatibility checks, and when a trial may be pruned."""
+import json
 import re
+from dataclasses import asdict
 
+import datasets
 import optuna
 import pytest
 import yaml
+from datasets import Dataset, DatasetDict
 
 from pipeline import data, model, progress, search, train
 from pipeline.errors import PipelineError
 from tests.conftest import TINY, compose_config
+
+FEATURES = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=["x", "y"]))
 
 
 def write_space(tmp_path, space: dict):
@@ -83,6 +89,31 @@ def test_reused_study_name_with_another_space_is_rejected(tmp_path):
     other = search.load_space(write_space(tmp_path, {"num_train_epochs": {"type": "int", "low": 1, "high": 5}}))
     with pytest.raises(PipelineError, match="different search space"):
         search.open_study(cfg, other, rdb)
+
+
+def test_reused_study_name_on_other_data_is_rejected(tmp_path):
+    cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
+    rdb, space = search.storage(cfg), search.load_space("batch_epochs")
+    legacy = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
+    legacy.set_user_attr("search_space", json.dumps([asdict(p) for p in space], sort_keys=True))
+    search.open_study(cfg, space, rdb, data="abc")  # a study from before the check adopts this run's data
+    assert search.open_study(cfg, space, rdb, data="abc").user_attrs["data"] == "abc"
+    with pytest.raises(PipelineError, match="search.study_name=s was created on other data"):
+        search.open_study(cfg, space, rdb, data="xyz")
+    assert optuna.load_study(study_name="s", storage=rdb).user_attrs["data"] == "abc"
+
+
+def test_data_fingerprint_sees_a_changed_row_or_label():
+    splits = DatasetDict(
+        train=Dataset.from_dict({"text": ["a", "b"], "label": [0, 1]}, features=FEATURES),
+        test=Dataset.from_dict({"text": ["c"], "label": [1]}, features=FEATURES),
+    )
+    same = DatasetDict({k: Dataset.from_dict(v.to_dict(), features=FEATURES) for k, v in splits.items()})
+    assert data.fingerprint(splits) == data.fingerprint(same)
+    for split, column, value in [("train", "text", ["a", "B"]), ("test", "label", [0])]:
+        changed = DatasetDict(dict(splits))
+        changed[split] = splits[split].remove_columns(column).add_column(column, value, feature=FEATURES[column])
+        assert data.fingerprint(changed) != data.fingerprint(splits), (split, column)
 
 
 def test_searched_seed_reaches_its_own_trial():
