@@ -147,10 +147,14 @@ def _lost_schema_race(err: sqlalchemy.exc.DBAPIError) -> bool:
 
 
 def open_study(
-    cfg: SearchConfig, space: list[Param], rdb: RDBStorage, start: dict[str, Any] | None = None, data: str = ""
+    cfg: SearchConfig,
+    space: list[Param],
+    rdb: RDBStorage,
+    start: dict[str, Any] | None = None,
+    data: str | None = None,
 ) -> optuna.Study:
     """Create the study (its first trial: the configured `start` values), or load it and check it was
-    made for this space, direction and `data` (a fingerprint of the splits)."""
+    made for this space, direction and `data` (a fingerprint of the splits; None: neither checked nor recorded)."""
     study = optuna.create_study(study_name=cfg.study_name, storage=rdb, direction=DIRECTION, load_if_exists=True)
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:  # before marking it as ours below
         raise PipelineError(f"search.study_name={cfg.study_name} minimises; this pipeline maximises accuracy")
@@ -165,16 +169,22 @@ def open_study(
             f"search.study_name={cfg.study_name} was created with a different search space than "
             f"search.space={cfg.space}; use a new search.study_name"
         )
-    stored_data = study.user_attrs.get("data")
-    if stored_data is None:  # a new study, or one from before studies recorded their data
+    if data is not None:
+        _check_data(study, data)
+    return study
+
+
+def _check_data(study: optuna.Study, data: str) -> None:
+    """Record the study's data fingerprint, or refuse a run on other rows: its trials would not compare."""
+    stored = study.user_attrs.get("data")
+    if stored is None:  # a new study, or one from before studies recorded their data
         study.set_user_attr("data", data)
-    elif stored_data != data:
+    elif stored != data:
         raise PipelineError(
-            f"search.study_name={cfg.study_name} was created on other data (its train, validation or test rows "
+            f"search.study_name={study.study_name} was created on other data (its train, validation or test rows "
             "differ from this run's: other files, dataset.* or seed); use a new search.study_name, or dataset.name=NAME "
             "for a new experiment"
         )
-    return study
 
 
 def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:

@@ -165,7 +165,7 @@ def _existing_study(
     else:
         cfg = compose_config(f"search.storage={storage}", "search.study_name=ag_news-tiny").search
         path = write_space(tmp_path, space).split("=", 1)[1] if space else cfg.space
-        search.open_study(cfg, search.load_space(path), search.storage(cfg), data=data or "")
+        search.open_study(cfg, search.load_space(path), search.storage(cfg), data=data)
     return [f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}"]
 
 
