@@ -14,12 +14,15 @@ from transformers import AutoModelForSequenceClassification
 from transformers.trainer_utils import PredictionOutput
 
 from pipeline import interrupts, train
+from pipeline.errors import PipelineError
 from pipeline.tracking import EpochMetrics, Tracker
 
 TEST_METRIC = "test_accuracy"
 F1_METRIC = "test_f1_macro"
 # On a version registered from a search: its best trial's MLflow run, unique even if the study is recreated.
 TRIAL_RUN_TAG = "pipeline.trial_run_id"
+# On every version: the fingerprint of the splits it was trained and scored on (data.fingerprint).
+DATA_TAG = "pipeline.data"
 # Explicit requirements: left to infer them, mlflow.transformers imports torchvision (absent here).
 PIP_REQUIREMENTS = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "mlflow")]
 
@@ -66,6 +69,7 @@ def save_and_register(
     run_id: str,
     name: str,
     alias: str,
+    data_id: str,
     trial_run_id: str | None = None,
 ) -> FinalModel:
     """Save with the tokenizer, log to `run_id` as an MLflow model, register it and apply the champion rule."""
@@ -81,7 +85,7 @@ def save_and_register(
             pip_requirements=PIP_REQUIREMENTS,
         )
     with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
-        tags = {TEST_METRIC: str(metrics[TEST_METRIC]), F1_METRIC: str(metrics[F1_METRIC])}
+        tags = {TEST_METRIC: str(metrics[TEST_METRIC]), F1_METRIC: str(metrics[F1_METRIC]), DATA_TAG: data_id}
         if trial_run_id:
             tags[TRIAL_RUN_TAG] = trial_run_id
         registered = mlflow.register_model(info.model_uri, name, tags=tags)
@@ -90,6 +94,20 @@ def save_and_register(
     model_uri = f"models:/{name}/{registered.version}"
     tracker.set_tag(run_id, "pipeline.model_uri", model_uri)
     return FinalModel(metrics, model_uri, registered.version, champion)
+
+
+def check_data(tracker: Tracker, name: str, data_id: str) -> None:
+    """Refuse to add to a registered model whose versions were scored on other data: the champion rule
+    ranks versions by test accuracy, which compares only on the same test rows. (Versions from before
+    versions were tagged with their data cannot tell, and are taken as they are.)"""
+    versions = tracker.client.search_model_versions(f"name = '{name}'")
+    other = sorted((v for v in versions if v.tags.get(DATA_TAG, data_id) != data_id), key=lambda v: int(v.version))
+    if other:
+        raise PipelineError(
+            f"registry.name={name}: version {other[0].version} was trained and scored on other data (train, "
+            "validation or test rows differ from this run's); use a new registry.name, or dataset.name=NAME "
+            "for a new experiment"
+        )
 
 
 def registered_from(tracker: Tracker, name: str, alias: str, trial_run_id: str | None) -> FinalModel | None:

@@ -30,7 +30,10 @@ def run(cfg: DictConfig) -> registry.FinalModel | None:
     model_init = model.make_model_init(cfg.model, labels)
     # Only now write anything: bad input above leaves no experiment, study or run behind.
     tracker = distributed.tracker(cfg)  # rank 0's; under torchrun the other ranks write nowhere
-    study = open_study(cfg, space, data.fingerprint(splits))
+    data_id = data.fingerprint(splits)
+    if distributed.is_main():
+        registry.check_data(tracker, cfg.registry.name, data_id)
+    study = open_study(cfg, space, data_id)
     tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
     log.info("data: %s; labels: %s", {k: len(v) for k, v in splits.items()}, labels)
 
@@ -48,7 +51,7 @@ def run(cfg: DictConfig) -> registry.FinalModel | None:
         with tracker.running(run_id):
             tracker.log_invocation(run_id, cfg)
             trainer = registry.final_model({}, None, build, tracker, run_id)
-            final = finish(cfg, trainer, tokenized, tracker, run_id, labels)
+            final = finish(cfg, trainer, tokenized, tracker, run_id, labels, data_id)
         if final is not None:
             progress.print_summary(progress.Summary(None, final.metrics, final.model_uri, final.champion, tracker.uri))
         return final
@@ -68,7 +71,7 @@ def run(cfg: DictConfig) -> registry.FinalModel | None:
         final = registered_before(cfg, tracker, trial_run)
         if not distributed.from_main(final is not None):
             trainer = registry.final_model(params, checkpoint, build, tracker, parent)
-            final = finish(cfg, trainer, tokenized, tracker, parent, labels, trial_run)
+            final = finish(cfg, trainer, tokenized, tracker, parent, labels, data_id, trial_run)
     if final is not None:
         best = search.best_trial(study)
         progress.print_summary(
@@ -135,7 +138,14 @@ def run_search(cfg: DictConfig, build, tracker: Tracker, parent: str, study: opt
 
 
 def finish(
-    cfg: DictConfig, trainer, tokenized, tracker: Tracker, run_id: str, labels: list[str], trial_run: str | None = None
+    cfg: DictConfig,
+    trainer,
+    tokenized,
+    tracker: Tracker,
+    run_id: str,
+    labels: list[str],
+    data_id: str,
+    trial_run: str | None = None,
 ) -> registry.FinalModel | None:
     prediction = registry.predict_test(trainer, tokenized)
     if not distributed.is_main():  # rank 0 saves, logs and registers
@@ -144,7 +154,7 @@ def finish(
     report.log_confusion_matrix(tracker, run_id, prediction, labels)
     final = registry.save_and_register(
         trainer, metrics, Path(cfg.output_dir) / "model", tracker, run_id, cfg.registry.name, cfg.registry.alias,
-        trial_run,
+        data_id, trial_run,
     )
     log.info(
         "test_accuracy=%.4f test_f1_macro=%.4f; registered %s; %s is version %s",

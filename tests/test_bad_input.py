@@ -16,6 +16,7 @@ import optuna
 import pytest
 import yaml
 from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
 
 from pipeline import search
 from pipeline.__main__ import cli, main
@@ -181,6 +182,20 @@ def test_study_reused_on_other_data(tmp_path, monkeypatch, capsys):
     assert_clean_failure(code, stderr, tmp_path, "search.study_name=ag_news-tiny", "created on other data")
     study = optuna.load_study(study_name="ag_news-tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
     assert study.trials == [] and study.user_attrs["data"] == "the fingerprint of other rows"
+
+
+def test_registered_model_reused_on_other_data(tmp_path, monkeypatch, capsys):
+    data = f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}"
+    first = run_pipeline(tmp_path, *BASE, data, "mode=train")
+    assert first.returncode == 0, first.stderr[-2000:]
+    other = f"dataset.data_dir={write_ag_news_release(tmp_path / 'other', {'train': ROWS, 'test': ROWS[::2]})}"
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, other, "mode=train")
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert code == 2 and len(errors) == 1, stderr[-2000:]
+    assert "registry.name=ag_news: version 1 was trained and scored on other data" in errors[0]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    assert [str(v.version) for v in client.search_model_versions("name = 'ag_news'")] == ["1"]
+    assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 1  # no new run
 
 
 def test_study_reused_with_another_direction(tmp_path, monkeypatch, capsys):

@@ -2,6 +2,7 @@
 import pytest
 
 from pipeline import registry
+from pipeline.errors import PipelineError
 from pipeline.schema import TrackingConfig
 from pipeline.tracking import Tracker
 
@@ -12,10 +13,11 @@ def tracker(tmp_path, monkeypatch):
     return Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path}/mlflow.db", experiment="e"))
 
 
-def add_version(tracker, accuracy: float) -> str:
+def add_version(tracker, accuracy: float, **tags: str) -> str:
     if not tracker.client.search_registered_models("name = 'm'"):
         tracker.client.create_registered_model("m")
-    return tracker.client.create_model_version("m", "file:///nowhere", tags={registry.TEST_METRIC: str(accuracy)}).version
+    tags = {registry.TEST_METRIC: str(accuracy), **tags}
+    return tracker.client.create_model_version("m", "file:///nowhere", tags=tags).version
 
 
 def test_champion_moves_only_to_a_better_model(tracker):
@@ -34,3 +36,12 @@ def test_stale_alias_is_corrected(tracker):
     v1, v2 = add_version(tracker, 0.9), add_version(tracker, 0.6)
     tracker.client.set_registered_model_alias("m", "champion", v2)  # e.g. a racing finalize wrote last
     assert registry.promote(tracker, "m", "champion") == v1
+
+
+def test_versions_scored_on_other_data_refuse_a_new_one(tracker):
+    registry.check_data(tracker, "m", "abc")  # no registered model yet
+    add_version(tracker, 0.8)  # from before versions were tagged with their data: cannot tell
+    add_version(tracker, 0.7, **{registry.DATA_TAG: "abc"})
+    registry.check_data(tracker, "m", "abc")
+    with pytest.raises(PipelineError, match="registry.name=m: version 2 was trained and scored on other data"):
+        registry.check_data(tracker, "m", "xyz")
