@@ -32,6 +32,9 @@ def run_cli(monkeypatch, capsys, cwd: Path, *overrides: str) -> tuple[int, str]:
     monkeypatch.setattr(sys, "argv", ["pipeline", *BASE, *overrides])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # cli() sets it to 1; restored after the test
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as pipeline_env() does for the subprocesses
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which conf/ reads: unset again after the test.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
     # As under `python -m pipeline`, where the module is __main__: Hydra then finds conf/ beside the file.
     monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
     GlobalHydra.instance().clear()
@@ -185,11 +188,14 @@ def test_study_reused_on_other_data(tmp_path, monkeypatch, capsys):
 
 
 def test_registered_model_reused_on_other_data(tmp_path, monkeypatch, capsys):
+    # An absolute URI: this process keeps MLflow's store per URI string, and a relative sqlite path would
+    # still open the database of the first in-process test that used it.
+    uri = f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db"
     data = f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}"
-    first = run_pipeline(tmp_path, *BASE, data, "mode=train")
+    first = run_pipeline(tmp_path, *BASE, data, uri, "mode=train")
     assert first.returncode == 0, first.stderr[-2000:]
     other = f"dataset.data_dir={write_ag_news_release(tmp_path / 'other', {'train': ROWS, 'test': ROWS[::2]})}"
-    code, stderr = run_cli(monkeypatch, capsys, tmp_path, other, "mode=train")
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, other, uri, "mode=train")
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1, stderr[-2000:]
     assert "registry.name=ag_news: version 1 was trained and scored on other data" in errors[0]
