@@ -101,10 +101,11 @@ def check_data(tracker: Tracker, name: str, data_id: str) -> None:
     ranks versions by test accuracy, which compares only on the same test rows. (Versions from before
     versions were tagged with their data cannot tell, and are taken as they are.)"""
     versions = tracker.client.search_model_versions(f"name = '{name}'")
-    other = sorted((v for v in versions if v.tags.get(DATA_TAG, data_id) != data_id), key=lambda v: int(v.version))
+    other = [v for v in versions if v.tags.get(DATA_TAG, data_id) != data_id]
     if other:
+        first = min(other, key=lambda v: int(v.version))
         raise PipelineError(
-            f"registry.name={name}: version {other[0].version} was trained and scored on other data (train, "
+            f"registry.name={name}: version {first.version} was trained and scored on other data (train, "
             "validation or test rows differ from this run's); use a new registry.name, or dataset.name=NAME "
             "for a new experiment"
         )

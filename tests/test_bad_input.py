@@ -6,7 +6,6 @@ a dead tracking server's wait) run it in a subprocess."""
 from __future__ import annotations
 
 import signal
-import socket
 import sqlite3
 import sys
 import time
@@ -20,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from pipeline import search
 from pipeline.__main__ import cli, main
-from tests.conftest import TINY, compose_config, run_pipeline, write_ag_news_release
+from tests.conftest import TINY, compose_config, free_port, run_pipeline, write_ag_news_release
 
 BASE = [o for o in TINY if not o.startswith("dataset.data_dir")] + ["search.n_trials=1"]
 ROWS = [(c + 1, f"title {i}", f"text {i}") for c in range(4) for i in range(10)]
@@ -82,12 +81,6 @@ def write_space(tmp_path: Path, space: dict) -> str:
 
 def two_class_rows(n: int) -> str:
     return "text,label\n" + "".join(f"row {i},{'ab'[i % 2]}\n" for i in range(n))
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # (case id, files to write -> overrides, key or file the message names, what it says)
@@ -231,6 +224,6 @@ def test_real_process_prints_one_line_and_exits_2(tmp_path, overrides, names, sa
 def test_unreachable_tracking_server_fails_fast(tmp_path, monkeypatch, capsys):
     data = write_ag_news_release(tmp_path / "ok", {"train": ROWS, "test": ROWS})
     started = time.monotonic()
-    code, stderr = run_cli(monkeypatch, capsys, tmp_path, f"dataset.data_dir={data}", f"tracking.uri=http://127.0.0.1:{closed_port()}")
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, f"dataset.data_dir={data}", f"tracking.uri=http://127.0.0.1:{free_port()}")
     assert time.monotonic() - started < 30  # MLflow's own retries would take minutes
     assert_clean_failure(code, stderr, tmp_path, "tracking.uri=http://127.0.0.1:", "no tracking server answers")

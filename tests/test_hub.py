@@ -8,15 +8,12 @@ import sys
 import time
 
 from pipeline import hub
-from tests.conftest import TINY, pipeline_env
+from tests.conftest import TINY, free_port, pipeline_env
 
 
 def closed_port_url() -> str:
     """An http URL on localhost where nothing listens (connections are refused)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def test_reachable_tells_a_listening_port_from_a_closed_one():
