@@ -1,7 +1,5 @@
 """Search-space parsing and validation, hp_space, study compatibility checks, and when a trial may be pruned."""
-import json
 import re
-from dataclasses import asdict
 
 import datasets
 import optuna
@@ -94,9 +92,8 @@ def test_reused_study_name_with_another_space_is_rejected(tmp_path):
 def test_reused_study_name_on_other_data_is_rejected(tmp_path):
     cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
     rdb, space = search.storage(cfg), search.load_space("batch_epochs")
-    legacy = optuna.create_study(study_name="s", storage=rdb, direction="maximize")
-    legacy.set_user_attr("search_space", json.dumps([asdict(p) for p in space], sort_keys=True))
-    search.open_study(cfg, space, rdb, data="abc")  # a study from before the check adopts this run's data
+    assert "data" not in search.open_study(cfg, space, rdb).user_attrs  # as a study from before the check
+    search.open_study(cfg, space, rdb, data="abc")  # adopts this run's data
     assert search.open_study(cfg, space, rdb, data="abc").user_attrs["data"] == "abc"
     with pytest.raises(PipelineError, match="search.study_name=s was created on other data"):
         search.open_study(cfg, space, rdb, data="xyz")
