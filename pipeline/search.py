@@ -18,12 +18,12 @@ import yaml
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage
 from optuna.trial import TrialState
-from transformers import TrainerCallback, TrainingArguments
+from transformers import TrainerCallback
 from transformers.trainer_utils import set_seed
 
 from pipeline.errors import PipelineError
 from pipeline.schema import Pruner, Sampler, SearchConfig
-from pipeline.train import POSITIVE_ARGS, PipelineTrainer, objective, training_done
+from pipeline.train import POSITIVE_ARGS, PipelineArguments, PipelineTrainer, objective, training_done
 from pipeline.workers import RetryStaleTrial, TrialSeededSampler
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
@@ -75,8 +75,8 @@ def load_space(space: str) -> list[Param]:
 def parse_param(name: str, spec: Any, path: Path | str) -> Param:
     """Validate one entry of a search space; every problem names the parameter and the file."""
     where = f"{path}: {name}"
-    if name != "seed" and name not in TrainingArguments.__dataclass_fields__:
-        raise PipelineError(f"{where}: not a transformers.TrainingArguments field (or `seed`)")
+    if name != "seed" and name not in PipelineArguments.__dataclass_fields__:
+        raise PipelineError(f"{where}: not a transformers.TrainingArguments field (or `seed`, `fgm_epsilon`)")
     if not isinstance(spec, dict) or spec.get("type") not in _KINDS:
         raise PipelineError(f"{where}: needs `type` (one of {', '.join(_KINDS)})")
     kind = spec["type"]

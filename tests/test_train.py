@@ -1,0 +1,71 @@
+"""Training arguments and the Trainer's adversarial (FGM) step, on the tiny model."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipeline import data, model, search, train
+from pipeline.errors import PipelineError
+from tests.conftest import TINY, compose_config
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    cfg = compose_config(*TINY, "dataset.max_train_samples=32", "dataset.max_eval_samples=16")
+    tokenizer = model.load_tokenizer(cfg.model)
+    splits = data.load_splits(cfg.dataset, cfg.seed)
+    tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
+    return cfg, tokenizer, tokenized, model.make_model_init(cfg.model, data.label_names(splits))
+
+
+def one_step(tiny, tmp_path, fgm_epsilon: float) -> tuple[float, dict[str, torch.Tensor], int]:
+    """Train one step; the loss it reports, the weights after it, and how many forward passes it took."""
+    cfg, tokenizer, tokenized, model_init = tiny
+    # Plain SGD with no warmup, so the step's weights show its gradients (Adam's first step is only their sign).
+    args = train.training_args(
+        cfg.trainer, str(tmp_path), cfg.seed, max_steps=1, warmup_steps=0, optim="sgd", fgm_epsilon=fgm_epsilon
+    )
+    trainer = train.build_trainer(args, model_init, tokenized, tokenizer)
+    forwards = []
+    trainer.model.register_forward_hook(lambda *_: forwards.append(1))
+    loss = trainer.train().training_loss
+    return loss, {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, len(forwards)
+
+
+def test_fgm_trains_on_nudged_embeddings_too_and_reports_the_clean_loss(tiny, tmp_path):
+    clean_loss, clean_weights, clean_forwards = one_step(tiny, tmp_path / "off", 0.0)
+    fgm_loss, fgm_weights, fgm_forwards = one_step(tiny, tmp_path / "on", 1.0)
+    assert fgm_forwards == 2 * clean_forwards  # the batch again, on moved embeddings
+    assert fgm_loss == pytest.approx(clean_loss)  # what the user sees is the loss on the real batch
+    changed = [k for k in clean_weights if not torch.equal(clean_weights[k], fgm_weights[k])]
+    assert "bert.embeddings.word_embeddings.weight" in changed and "classifier.weight" in changed
+
+
+def test_nudged_embeddings_move_by_epsilon_along_the_gradient_and_come_back(tiny):
+    _, tokenizer, _, model_init = tiny
+    net = model_init()
+    batch = tokenizer(["stocks rally as oil slides"], return_tensors="pt")
+    net(**batch, labels=torch.tensor([2])).loss.backward()
+    weight = net.get_input_embeddings().weight
+    before = weight.detach().clone()
+    with train.nudged_embeddings(net, 0.5):
+        step = weight.detach() - before
+        assert step.norm().item() == pytest.approx(0.5, rel=1e-4)
+        assert torch.nn.functional.cosine_similarity(step.flatten(), weight.grad.flatten(), dim=0) > 0.999
+    assert torch.equal(weight.detach(), before)
+
+
+def test_nudged_embeddings_without_a_gradient_leave_the_weights_alone(tiny):
+    net = tiny[3]()
+    before = net.get_input_embeddings().weight.detach().clone()
+    with train.nudged_embeddings(net, 1.0):
+        assert torch.equal(net.get_input_embeddings().weight.detach(), before)
+
+
+def test_fgm_epsilon_is_a_trainer_key_and_a_search_parameter(tmp_path):
+    cfg = compose_config(*TINY, "trainer.fgm_epsilon=0.5")
+    assert train.training_args(cfg.trainer, str(tmp_path), cfg.seed).fgm_epsilon == 0.5
+    with pytest.raises(PipelineError, match=r"trainer.fgm_epsilon=-1: must be 0 \(off\) or a positive number"):
+        train.training_args({"fgm_epsilon": -1}, str(tmp_path), 0)
+    param = search.parse_param("fgm_epsilon", {"type": "categorical", "choices": [0.0, 1.0]}, "sweeps/x.yaml")
+    assert param.choices == (0.0, 1.0)
