@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.conftest import free_port
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browser download is not reachable
 # What works as root, in a container, offline.
@@ -24,12 +25,6 @@ CHROMIUM_ARGS = [
 ]
 VIEWPORT = {"width": 1800, "height": 900}
 TIMEOUT_MS = 60_000  # the React app loads slowly on 2 busy cores
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

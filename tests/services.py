@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
+
+from tests.conftest import free_port
 
 POSTGRES = "postgres@127.0.0.1:5432"
 # One epoch per trial, so that several worker processes finish within a minute or two on 2 cores.
@@ -39,12 +40,6 @@ def postgres_database(prefix: str) -> Iterator[str]:
         yield f"postgresql+psycopg://{POSTGRES}/{name}"
     finally:
         _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @contextlib.contextmanager
