@@ -4,7 +4,7 @@ replayed in seconds against a grid recorded once (no training here).
 Record a dense grid first (its learning rates must include the comparison grid's `--float-points` values;
 7 log-spaced points include the 3 of the default grid):
 
-    python benchmarks/sweep_to_best.py --train-samples 256 --float-points 7 --repeats 1 --grid-storage sqlite:///grid.db
+    python benchmarks/sweep_to_best.py --train-samples 256 --float-points 7 --repeats 0 --grid-storage sqlite:///grid.db
     python benchmarks/sweep_replay.py --grid-storage sqlite:///grid.db [--seeds 30] [search.pruner=hyperband ...]
 
 Each replayed trial asks the pipeline's own sampler and pruner (as configured) for a point, takes the

@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=400)
     parser.add_argument("--trials", type=int, help="most trials of each search (default: the grid's size)")
     parser.add_argument("--budget", type=float, default=0.5, help="each search's time, as a fraction of the grid's")
-    parser.add_argument("--repeats", type=int, default=2, help="searches, each with its own sampler seed")
+    parser.add_argument("--repeats", type=int, default=2, help="searches, each with its own sampler seed (0: only record the grid)")
     parser.add_argument("--float-points", type=int, default=3, help="grid values per float range")
     parser.add_argument("--tolerance", type=float, default=0.005)
     parser.add_argument("--grid-storage", help="an Optuna storage URL to keep the grid's trials in (a new study)")
@@ -158,6 +158,8 @@ def main() -> None:
         print(f"\n{name} (a pruned trial shows its best reported accuracy):")
         print(harness.table(trials, list(trials[0])))
     searches = rows[1:]
+    if not searches:
+        return
     fractions = [as_number(r["of_grid_total"]) for r in searches]
     sampled_fractions = [as_number(r["sampled_of_grid_total"]) for r in searches]
     harness.result_line(

@@ -23,7 +23,7 @@ from transformers.trainer_utils import set_seed
 
 from pipeline.errors import PipelineError
 from pipeline.schema import Pruner, Sampler, SearchConfig
-from pipeline.train import POSITIVE_ARGS, PipelineArguments, PipelineTrainer, objective, training_done
+from pipeline.train import OWN_ARGS, POSITIVE_ARGS, PipelineArguments, PipelineTrainer, objective, training_done
 from pipeline.workers import RetryStaleTrial, TrialSeededSampler
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
@@ -76,7 +76,7 @@ def parse_param(name: str, spec: Any, path: Path | str) -> Param:
     """Validate one entry of a search space; every problem names the parameter and the file."""
     where = f"{path}: {name}"
     if name != "seed" and name not in PipelineArguments.__dataclass_fields__:
-        raise PipelineError(f"{where}: not a transformers.TrainingArguments field (or `seed`, `fgm_epsilon`)")
+        raise PipelineError(f"{where}: not a transformers.TrainingArguments field (or seed, {OWN_ARGS})")
     if not isinstance(spec, dict) or spec.get("type") not in _KINDS:
         raise PipelineError(f"{where}: needs `type` (one of {', '.join(_KINDS)})")
     kind = spec["type"]

@@ -47,12 +47,16 @@ class PipelineArguments(TrainingArguments):
     fgm_epsilon: float = 0.0
 
 
+# The pipeline's own keys, named in errors beside "a TrainingArguments field".
+OWN_ARGS = ", ".join(sorted(set(PipelineArguments.__dataclass_fields__) - set(TrainingArguments.__dataclass_fields__)))
+
+
 def training_args(trainer_cfg: dict[str, Any], output_dir: str, seed: int, **overrides: Any) -> PipelineArguments:
     """PipelineArguments from conf/trainer; a misspelt or invalid field is a one-line error."""
     fields = {**trainer_cfg, **overrides, **FIXED_ARGS, "output_dir": output_dir, "seed": seed}
     unknown = sorted(set(fields) - set(PipelineArguments.__dataclass_fields__))
     if unknown:
-        raise PipelineError(f"trainer.{unknown[0]}: not a transformers.TrainingArguments field (or fgm_epsilon)")
+        raise PipelineError(f"trainer.{unknown[0]}: not a transformers.TrainingArguments field (or {OWN_ARGS})")
     for key in POSITIVE_ARGS:
         if not isinstance(fields.get(key, 1), (int, float)) or fields.get(key, 1) <= 0:
             raise PipelineError(f"trainer.{key}={fields[key]}: must be a positive number")
