@@ -1,4 +1,5 @@
 """model_init: fresh copies, heads drawn under the trial's seed, labels in the config; offline errors."""
+import huggingface_hub
 import pytest
 import torch
 from transformers import set_seed
@@ -37,7 +38,9 @@ def test_tiny_model_is_built_offline_with_bert_vocabulary():
 
 
 def test_unreachable_hub_names_the_offline_route(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub read HF_HUB_OFFLINE when this process imported it; setting the variable now would
+    # leave it online, retrying the unreachable Hub for most of a minute.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     cfg = compose_config("model=bert_base", "model.name_or_path=some-org/not-cached-anywhere").model
     with pytest.raises(PipelineError, match="Hub is unreachable.*model=minilm"):
         model.load_tokenizer(cfg)
