@@ -15,7 +15,7 @@ from transformers.trainer_utils import PredictionOutput
 
 from pipeline import interrupts, train
 from pipeline.errors import PipelineError
-from pipeline.tracking import EpochMetrics, Tracker
+from pipeline.tracking import EpochMetrics, Tracker, duplicate_key
 
 TEST_METRIC = "test_accuracy"
 F1_METRIC = "test_f1_macro"
@@ -129,7 +129,7 @@ def promote(tracker: Tracker, name: str, alias: str) -> str:
     """Point `alias` at the version with the best test accuracy (ties keep the holder, then the oldest).
 
     Equivalent to "move only when the new version beats the champion", and safe when two finalize
-    commands race: each re-reads after writing until what it reads is consistent."""
+    commands race: each re-reads after writing (or failing to) until what it reads is consistent."""
     client = tracker.client
     for _ in range(20):
         versions = [v for v in client.search_model_versions(f"name = '{name}'") if TEST_METRIC in v.tags]
@@ -137,7 +137,13 @@ def promote(tracker: Tracker, name: str, alias: str) -> str:
         best = max(versions, key=lambda v: (float(v.tags[TEST_METRIC]), v.version == holder, -int(v.version)))
         if best.version == holder:
             return holder
-        client.set_registered_model_alias(name, alias, best.version)
+        try:
+            client.set_registered_model_alias(name, alias, best.version)
+        except mlflow.exceptions.MlflowException as err:
+            # MLflow's store reads then inserts: when another finalize created the alias in between, this
+            # insert is a duplicate key. Read again; the next round decides as if it had come first.
+            if not duplicate_key(err):
+                raise
     raise RuntimeError(f"registry: alias {alias!r} of {name!r} did not settle")
 
 

@@ -129,7 +129,7 @@ class Tracker:
         try:
             self.client.set_tag(run_id, key, value)
         except mlflow.exceptions.MlflowException as err:
-            if not _duplicate_key(err):
+            if not duplicate_key(err):
                 raise
             self.client.set_tag(run_id, key, value)  # the row exists now, so MLflow updates it
 
@@ -171,7 +171,7 @@ class Tracker:
         self.client.set_terminated(run_id, RunStatus.to_string(status))
 
 
-def _duplicate_key(err: Exception) -> bool:
+def duplicate_key(err: Exception) -> bool:
     """A unique-constraint violation, in the words of PostgreSQL, SQLite or MySQL."""
     text = str(err)
     return any(words in text for words in ("duplicate key", "UNIQUE constraint failed", "Duplicate entry"))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
-from pipeline import search
+from pipeline import registry, search
 from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
 from pipeline.schema import SearchConfig, TrackingConfig
 from pipeline.tracking import ROLE_TAG, TRIAL_TAG, WORKER, Tracker
@@ -123,19 +124,18 @@ def test_racing_creators_of_a_parent_run_settle_on_one(cluster):
     assert [r.info.run_id for r in cluster.runs("study", "race")] == list(chosen)
 
 
-def test_workers_setting_one_tag_on_the_shared_parent_at_once_all_succeed(cluster):
-    """Each worker's final step tags the shared parent run; MLflow's insert races between them."""
-    trackers = [Tracker(TrackingConfig(uri=cluster.tracking_uri, experiment="ag_news")) for _ in range(6)]
-    parent = trackers[0].study_run("tagged")
+def all_at_once(trackers: list[Tracker], rounds: int, act: Callable[[int, Tracker, int], object]) -> list[Exception]:
+    """Every tracker calls `act(index, tracker, round)` at the same moment, round after round (each round a
+    new race); returns what they raised."""
     start = threading.Barrier(len(trackers))
 
-    def tag(pair: tuple[int, Tracker]) -> Exception | None:
+    def worker(pair: tuple[int, Tracker]) -> Exception | None:
         index, tracker = pair
         try:
-            for key in range(5):  # several fresh keys: each one is a new race on the insert
+            for round_ in range(rounds):
                 start.wait(timeout=60)
-                tracker.set_tag(parent, f"pipeline.race{key}", f"worker{index}")
-        except threading.BrokenBarrierError:  # another writer failed
+                act(index, tracker, round_)
+        except threading.BrokenBarrierError:  # another worker failed
             return None
         except Exception as err:
             start.abort()
@@ -143,10 +143,34 @@ def test_workers_setting_one_tag_on_the_shared_parent_at_once_all_succeed(cluste
         return None
 
     with ThreadPoolExecutor(len(trackers)) as pool:
-        errors = [err for err in pool.map(tag, enumerate(trackers)) if err is not None]
+        return [err for err in pool.map(worker, enumerate(trackers)) if err is not None]
+
+
+def test_workers_setting_one_tag_on_the_shared_parent_at_once_all_succeed(cluster):
+    """Each worker's final step tags the shared parent run; MLflow's insert races between them."""
+    trackers = [Tracker(TrackingConfig(uri=cluster.tracking_uri, experiment="ag_news")) for _ in range(6)]
+    parent = trackers[0].study_run("tagged")
+    # Several fresh keys: each one is a new race on the insert.
+    errors = all_at_once(trackers, 5, lambda i, tracker, key: tracker.set_tag(parent, f"pipeline.race{key}", f"worker{i}"))
     assert errors == []
     tags = cluster.client.get_run(parent).data.tags
     assert {tags[f"pipeline.race{key}"] for key in range(5)} <= {f"worker{i}" for i in range(6)}
+
+
+def test_workers_promoting_the_champion_of_a_new_model_at_once_all_succeed(cluster):
+    """Workers' final steps each point the alias (the CI failure of the three-worker fixture): on a new
+    registered model the first alias is an insert, and MLflow's store reads then inserts, so a writer that
+    loses the race hits a duplicate key."""
+    trackers = [Tracker(TrackingConfig(uri=cluster.tracking_uri, experiment="ag_news")) for _ in range(6)]
+    run = trackers[0].new_run("versions", "test")
+    names = [f"promoted{i}" for i in range(5)]  # each model a new race on the alias insert
+    for name in names:
+        cluster.client.create_registered_model(name)
+        for accuracy in (0.7, 0.9, 0.8):
+            cluster.client.create_model_version(name, f"runs:/{run}/model", run_id=run, tags={TEST_METRIC: str(accuracy)})
+    errors = all_at_once(trackers, len(names), lambda i, tracker, n: registry.promote(tracker, names[n], "champion"))
+    assert errors == []
+    assert [cluster.client.get_model_version_by_alias(name, "champion").version for name in names] == ["2"] * 5
 
 
 def test_a_worker_whose_table_another_worker_committed_first_still_opens_the_storage():
