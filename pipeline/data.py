@@ -1,12 +1,15 @@
 """Raw splits (Hub, AG News CSV release, local files), label names, the validation carve-out, tokenization."""
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import re
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pyarrow as pa
 from datasets import ClassLabel, Dataset, DatasetDict
 from datasets.fingerprint import Hasher
 
@@ -20,6 +23,8 @@ _LINE_BREAK = re.compile(r"\\+")  # the release marks line breaks with backslash
 _NUMERIC_ENTITY = re.compile(r"\s?&?#(\d+);")  # "India #39;s" -> "India's"
 _NAMED_ENTITY = re.compile(r"&?\b(quot|amp|lt|gt);")
 _SPACES = re.compile(r"\s+")
+FINGERPRINT_PREFIX = "sha256:"  # content fingerprints; older, path-dependent ones lack it
+FINGERPRINT_BATCH = 65_536  # rows hashed at a time
 
 
 def load_splits(cfg: DatasetConfig, seed: int) -> DatasetDict:
@@ -68,9 +73,33 @@ def _tokenizer_identity(tokenizer) -> str:
 
 
 def fingerprint(splits: DatasetDict) -> str:
-    """A hash of every split's texts and labels: a study's trials, and the test scores of the versions it
-    registers, compare only on the same data."""
-    return Hasher.hash([label_names(splits), {name: [ds["text"], ds["label"]] for name, ds in splits.items()}])
+    """A hash of the splits' content: label names, and each split's texts and labels in order. A study's
+    trials, and the test scores of the versions it registers, compare only on the same data.
+
+    Streams over Arrow batches, hashing the string and label buffers as they are: independent of file
+    paths, caches, process and machine (datasets' own fingerprints hash cache paths), linear in rows."""
+    digest = hashlib.sha256(json.dumps(label_names(splits)).encode())
+    for name, ds in splits.items():
+        digest.update(f"\x00split {name} {len(ds)}\x00".encode())
+        for batch in ds.select_columns(["text", "label"]).with_format("arrow").iter(FINGERPRINT_BATCH):
+            _hash_strings(digest, batch.column("text").combine_chunks())
+            labels = batch.column("label").combine_chunks().cast(pa.int64()).fill_null(-1)
+            digest.update(labels.to_numpy(zero_copy_only=False).astype("<i8").tobytes())
+    return FINGERPRINT_PREFIX + digest.hexdigest()
+
+
+def is_content_fingerprint(value: str) -> bool:
+    """False for fingerprints recorded before they hashed content (datasets' hashes of cache paths)."""
+    return value.startswith(FINGERPRINT_PREFIX)
+
+
+def _hash_strings(digest, strings: pa.Array) -> None:
+    """Each string's length, then all their bytes: the same rows hash the same however Arrow laid them out."""
+    strings = strings.cast(pa.large_string()).fill_null("")
+    offsets = np.frombuffer(strings.buffers()[1], dtype="<i8")[strings.offset : strings.offset + len(strings) + 1]
+    digest.update(np.diff(offsets).astype("<i8").tobytes())
+    if len(strings) and strings.buffers()[2] is not None:
+        digest.update(memoryview(strings.buffers()[2])[offsets[0] : offsets[-1]])
 
 
 def label_names(splits: DatasetDict) -> list[str]:

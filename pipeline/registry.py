@@ -14,6 +14,7 @@ from transformers import AutoModelForSequenceClassification
 from transformers.trainer_utils import PredictionOutput
 
 from pipeline import interrupts, train
+from pipeline.data import is_content_fingerprint
 from pipeline.errors import PipelineError
 from pipeline.tracking import EpochMetrics, Tracker, duplicate_key
 
@@ -98,10 +99,11 @@ def save_and_register(
 
 def check_data(tracker: Tracker, name: str, data_id: str) -> None:
     """Refuse to add to a registered model whose versions were scored on other data: the champion rule
-    ranks versions by test accuracy, which compares only on the same test rows. (Versions from before
-    versions were tagged with their data cannot tell, and are taken as they are.)"""
+    ranks versions by test accuracy, which compares only on the same test rows. (Versions untagged, or
+    tagged with the older path-dependent fingerprint, cannot tell, and are taken as they are.)"""
     versions = tracker.client.search_model_versions(f"name = '{name}'")
-    other = [v for v in versions if v.tags.get(DATA_TAG, data_id) != data_id]
+    tagged = [v for v in versions if is_content_fingerprint(v.tags.get(DATA_TAG, ""))]
+    other = [v for v in tagged if v.tags[DATA_TAG] != data_id]
     if other:
         first = min(other, key=lambda v: int(v.version))
         raise PipelineError(

@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 from transformers.trainer_utils import set_seed
 
+from pipeline.data import is_content_fingerprint
 from pipeline.errors import PipelineError
 from pipeline.schema import Pruner, Sampler, SearchConfig
 from pipeline.train import OWN_ARGS, POSITIVE_ARGS, PipelineArguments, PipelineTrainer, objective, training_done
@@ -177,7 +178,9 @@ def open_study(
 def _check_data(study: optuna.Study, data: str) -> None:
     """Record the study's data fingerprint, or refuse a run on other rows: its trials would not compare."""
     stored = study.user_attrs.get("data")
-    if stored is None:  # a new study, or one from before studies recorded their data
+    # A new study, one from before studies recorded their data, or one recorded under the older,
+    # path-dependent fingerprint (which cannot be recomputed): this run's content fingerprint is recorded.
+    if stored is None or not is_content_fingerprint(stored):
         study.set_user_attr("data", data)
     elif stored != data:
         raise PipelineError(

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,18 @@ TINY = [
 ]
 
 schema.register()
+
+# Each test session starts on empty datasets and Hugging Face caches (set before anything imports datasets,
+# which reads them once), so that nothing passes only because a cache is warm; subprocesses inherit them.
+CACHE_DIR = Path(tempfile.mkdtemp(prefix="pipeline-tests-cache-"))
+os.environ["HF_HOME"] = str(CACHE_DIR / "hf")
+os.environ["HF_DATASETS_CACHE"] = str(CACHE_DIR / "datasets")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _empty_caches():
+    yield
+    shutil.rmtree(CACHE_DIR, ignore_errors=True)
 
 # A shell starts background jobs (`cmd &`, nohup) with SIGINT ignored, and children inherit that. The
 # interrupt tests send SIGINT to this process and to the entry points it starts, so give it back

@@ -173,11 +173,11 @@ def test_study_reused_with_another_space(tmp_path, monkeypatch, capsys):
 
 
 def test_study_reused_on_other_data(tmp_path, monkeypatch, capsys):
-    overrides = _existing_study(tmp_path, data="the fingerprint of other rows")
+    overrides = _existing_study(tmp_path, data="sha256:the fingerprint of other rows")
     code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
     assert_clean_failure(code, stderr, tmp_path, "search.study_name=ag_news-tiny", "created on other data")
     study = optuna.load_study(study_name="ag_news-tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
-    assert study.trials == [] and study.user_attrs["data"] == "the fingerprint of other rows"
+    assert study.trials == [] and study.user_attrs["data"] == "sha256:the fingerprint of other rows"
 
 
 def test_registered_model_reused_on_other_data(tmp_path, monkeypatch, capsys):

@@ -3,6 +3,7 @@ from collections import Counter
 
 import pandas as pd
 import pytest
+from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
 
 from pipeline import data
 from pipeline.errors import PipelineError
@@ -115,3 +116,39 @@ def test_tokenized_splits_are_reused_across_runs_from_the_datasets_cache(release
     longer = data.tokenize(splits, load_tokenizer(cfg.model), max_length=16)
     assert again["train"].cache_files == first["train"].cache_files != []
     assert longer["train"].cache_files != first["train"].cache_files
+
+
+def _write_csv(path, rows: list[tuple[str, str]]):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
+    return path
+
+
+def test_fingerprint_is_the_content_not_the_path_or_cache(tmp_path):
+    """The same rows in two new directories (each parsed fresh into its own cache files) fingerprint the
+    same; one row moved between splits does not."""
+    rows = [(f"review {i} {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg") for i in range(60)]
+    ids = [
+        data.fingerprint(data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}"), 42))
+        for path in (_write_csv(tmp_path / "a" / "mine.csv", rows), _write_csv(tmp_path / "b" / "c" / "copy.csv", rows))
+    ]
+    assert ids[0] == ids[1] and data.is_content_fingerprint(ids[0])
+    splits = data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={tmp_path / 'a' / 'mine.csv'}"), 42)
+    moved = DatasetDict(
+        train=splits["train"].select(range(1, len(splits["train"]))),
+        validation=splits["validation"],
+        test=concatenate_datasets([splits["test"], splits["train"].select([0])]),
+    )
+    assert data.fingerprint(moved) != ids[0]
+
+
+def test_fingerprint_ignores_how_arrow_lays_out_the_rows():
+    features = Features(text=Value("string"), label=ClassLabel(names=["a", "b"]))
+    texts, labels = [f"text number {i}" for i in range(10)], [i % 2 for i in range(10)]
+    whole = Dataset.from_dict({"text": texts, "label": labels}, features=features)
+    # The same rows as a slice of a larger table, and as two concatenated chunks.
+    sliced = Dataset.from_dict({"text": ["x", *texts], "label": [0, *labels]}, features=features).select(range(1, 11))
+    chunked = concatenate_datasets([whole.select(range(4)), whole.select(range(4, 10))])
+    assert len({data.fingerprint(DatasetDict(train=ds)) for ds in (whole, sliced, chunked)}) == 1
+    renamed = whole.cast_column("label", ClassLabel(names=["x", "b"]))
+    assert data.fingerprint(DatasetDict(train=renamed)) != data.fingerprint(DatasetDict(train=whole))

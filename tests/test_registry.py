@@ -39,9 +39,10 @@ def test_stale_alias_is_corrected(tracker):
 
 
 def test_versions_scored_on_other_data_refuse_a_new_one(tracker):
-    registry.check_data(tracker, "m", "abc")  # no registered model yet
+    registry.check_data(tracker, "m", "sha256:abc")  # no registered model yet
     add_version(tracker, 0.8)  # from before versions were tagged with their data: cannot tell
-    add_version(tracker, 0.7, **{registry.DATA_TAG: "abc"})
-    registry.check_data(tracker, "m", "abc")
-    with pytest.raises(PipelineError, match="registry.name=m: version 2 was trained and scored on other data"):
-        registry.check_data(tracker, "m", "xyz")
+    add_version(tracker, 0.75, **{registry.DATA_TAG: "3f2a9c0d1e4b5a67"})  # the path-dependent hash: cannot tell
+    add_version(tracker, 0.7, **{registry.DATA_TAG: "sha256:abc"})
+    registry.check_data(tracker, "m", "sha256:abc")
+    with pytest.raises(PipelineError, match="registry.name=m: version 3 was trained and scored on other data"):
+        registry.check_data(tracker, "m", "sha256:xyz")

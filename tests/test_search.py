@@ -93,11 +93,18 @@ def test_reused_study_name_on_other_data_is_rejected(tmp_path):
     cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
     rdb, space = search.storage(cfg), search.load_space("batch_epochs")
     assert "data" not in search.open_study(cfg, space, rdb).user_attrs  # as a study from before the check
-    search.open_study(cfg, space, rdb, data="abc")  # adopts this run's data
-    assert search.open_study(cfg, space, rdb, data="abc").user_attrs["data"] == "abc"
+    search.open_study(cfg, space, rdb, data="sha256:abc")  # adopts this run's data
+    assert search.open_study(cfg, space, rdb, data="sha256:abc").user_attrs["data"] == "sha256:abc"
     with pytest.raises(PipelineError, match="search.study_name=s was created on other data"):
-        search.open_study(cfg, space, rdb, data="xyz")
-    assert optuna.load_study(study_name="s", storage=rdb).user_attrs["data"] == "abc"
+        search.open_study(cfg, space, rdb, data="sha256:xyz")
+    assert optuna.load_study(study_name="s", storage=rdb).user_attrs["data"] == "sha256:abc"
+
+
+def test_study_recorded_under_the_path_dependent_fingerprint_adopts_the_content_one(tmp_path):
+    cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
+    rdb, space = search.storage(cfg), search.load_space("batch_epochs")
+    search.open_study(cfg, space, rdb).set_user_attr("data", "3f2a9c0d1e4b5a67")  # datasets' Hasher, before
+    assert search.open_study(cfg, space, rdb, data="sha256:abc").user_attrs["data"] == "sha256:abc"
 
 
 def test_data_fingerprint_sees_a_changed_row_or_label():

@@ -1,0 +1,54 @@
+"""A user's own CSV with string labels, as the README's `dataset=local` route takes it: the same command
+twice, then the same rows at another path, all continue one study and one registered model."""
+import shutil
+import uuid
+
+import optuna
+import pandas as pd
+from mlflow.tracking import MlflowClient
+from optuna.trial import TrialState
+
+from pipeline.tracking import ROLE_TAG
+from tests.conftest import run_pipeline
+
+TOPICS = {"sport": "match goal team", "money": "bank market shares", "science": "lab study cells"}
+
+
+def write_reviews(path):
+    """Rows this machine has never seen (a fresh token in every text), string labels, a header."""
+    token = uuid.uuid4().hex[:6]
+    rows = [(f"{words} {token} item {i}", label) for label, words in TOPICS.items() for i in range(30)]
+    path.parent.mkdir(parents=True)
+    pd.DataFrame(rows, columns=["body", "topic"]).to_csv(path, index=False)
+    return path
+
+
+def command(train_file) -> list[str]:
+    return [
+        "dataset=local", f"dataset.train_file={train_file}", "dataset.text_columns=[body]",
+        "dataset.label_column=topic", "dataset.max_length=32", "model=tiny", "search.n_trials=1",
+        "trainer.num_train_epochs=1", "trainer.learning_rate=0.001",
+    ]
+
+
+def test_own_csv_run_twice_and_from_another_path_continues_one_study(tmp_path):
+    work = tmp_path / "project"
+    work.mkdir()
+    mine = write_reviews(tmp_path / "data" / "reviews.csv")
+    elsewhere = tmp_path / "copied" / "to" / "elsewhere.csv"
+    elsewhere.parent.mkdir(parents=True)
+    shutil.copy(mine, elsewhere)
+    for train_file in (mine, mine, elsewhere):
+        result = run_pipeline(work, *command(train_file))
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert "error:" not in result.stderr
+    study = optuna.load_study(study_name="local-tiny", storage=f"sqlite:///{work}/mlruns/optuna.db")
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
+    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    client = MlflowClient(uri, uri)
+    experiment = client.get_experiment_by_name("local")
+    parents = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'study'")
+    assert len(parents) == 1
+    versions = client.search_model_versions("name = 'local'")
+    assert len({v.tags["pipeline.data"] for v in versions}) == 1
+    assert client.get_model_version_by_alias("local", "champion").version in {v.version for v in versions}
