@@ -24,7 +24,7 @@ _NUMERIC_ENTITY = re.compile(r"\s?&?#(\d+);")  # "India #39;s" -> "India's"
 _NAMED_ENTITY = re.compile(r"&?\b(quot|amp|lt|gt);")
 _SPACES = re.compile(r"\s+")
 FINGERPRINT_PREFIX = "sha256:"  # content fingerprints; older, path-dependent ones lack it
-FINGERPRINT_BATCH = 65_536  # rows hashed at a time
+FINGERPRINT_BATCH = 8_192  # rows hashed at a time: bounds the memory it takes
 
 
 def load_splits(cfg: DatasetConfig, seed: int) -> DatasetDict:
@@ -95,8 +95,9 @@ def is_content_fingerprint(value: str) -> bool:
 
 def _hash_strings(digest, strings: pa.Array) -> None:
     """Each string's length, then all their bytes: the same rows hash the same however Arrow laid them out."""
-    strings = strings.cast(pa.large_string()).fill_null("")
-    offsets = np.frombuffer(strings.buffers()[1], dtype="<i8")[strings.offset : strings.offset + len(strings) + 1]
+    strings = strings.fill_null("")
+    width = "<i8" if pa.types.is_large_string(strings.type) else "<i4"
+    offsets = np.frombuffer(strings.buffers()[1], dtype=width)[strings.offset : strings.offset + len(strings) + 1]
     digest.update(np.diff(offsets).astype("<i8").tobytes())
     if len(strings) and strings.buffers()[2] is not None:
         digest.update(memoryview(strings.buffers()[2])[offsets[0] : offsets[-1]])

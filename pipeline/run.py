@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
-from pipeline import data, distributed, model, progress, registry, report, search, train, workers
+from pipeline import data, distributed, model, progress, registry, report, search, storage, train, workers
 from pipeline.errors import PipelineError
 from pipeline.schema import Mode
 from pipeline.tracking import RUN_ID_ATTR, TrialRuns, Tracker
@@ -113,7 +113,7 @@ def open_study(cfg: DictConfig, space: list[search.Param], data_id: str) -> optu
     """The study (search), the existing study (finalize), or nothing (train)."""
     if cfg.mode == Mode.train or not distributed.is_main():  # a torchrun replica: rank 0 alone uses the study
         return None
-    rdb = search.storage(cfg.search)
+    rdb = storage.open_storage(cfg.search)
     if cfg.mode == Mode.finalize and cfg.search.study_name not in optuna.get_all_study_names(rdb):
         raise PipelineError(f"search.study_name={cfg.search.study_name}: no such study in {cfg.search.storage}")
     start = {**cfg.trainer, "seed": cfg.seed}  # the experiment's starting point is trial 0
@@ -130,11 +130,17 @@ def run_search(cfg: DictConfig, build, tracker: Tracker, parent: str, study: opt
     trainer.add_callback(search.KeepBestTrial(trainer, study, cfg.search.checkpoint_dir))
     trainer.add_callback(progress.TrialProgress(trainer, cfg.search.n_trials, cfg.search.timeout))
     progress.use_bars_only(trainer)
+    lost = None
     try:
         search.run(trainer, cfg.search, space, study, cfg.seed)
+    except Exception as err:
+        if (lost := storage.lost_in(err)) is None:
+            raise
+        raise lost from None  # Optuna's own handling fails on it and hides it under another error
     finally:
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
-        tracker.close_trial_runs(parent, study, interrupted=interrupted)
+        if lost is None:  # with the database gone, the next run repairs the trial runs
+            tracker.close_trial_runs(parent, study, interrupted=interrupted)
 
 
 def finish(

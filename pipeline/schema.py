@@ -65,6 +65,7 @@ class SearchConfig:
     n_startup_trials: int = 3  # trials that complete before the pruner may prune
     heartbeat_interval: int = 10  # seconds; a killed worker's trial turns FAIL after grace_period
     grace_period: int = 30
+    storage_retry_s: int = 60  # seconds a worker retries a database that dropped or refuses its connections
     checkpoint_dir: str = MISSING  # keeps the best trial's weights, reused by the final step
 
 

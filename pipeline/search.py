@@ -5,7 +5,6 @@ import json
 import math
 import re
 import shutil
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -13,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-import sqlalchemy
 import yaml
 from optuna.exceptions import ExperimentalWarning
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 from transformers.trainer_utils import set_seed
@@ -25,11 +22,10 @@ from pipeline.data import is_content_fingerprint
 from pipeline.errors import PipelineError
 from pipeline.schema import Pruner, Sampler, SearchConfig
 from pipeline.train import OWN_ARGS, POSITIVE_ARGS, PipelineArguments, PipelineTrainer, objective, training_done
-from pipeline.workers import RetryStaleTrial, TrialSeededSampler
+from pipeline.workers import TrialSeededSampler
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 DIRECTION = "maximize"  # validation accuracy
-SCHEMA_RACE_RETRIES = 3  # workers opening a new database at once race to create its tables; losers retry
 _KINDS = {"categorical": {"choices"}, "int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"}}
 _POSITIVE = set(POSITIVE_ARGS)
 
@@ -120,37 +116,10 @@ def seeded_model_init(model_init: Callable, space: list[Param]) -> Callable:
     return init
 
 
-def storage(cfg: SearchConfig) -> RDBStorage:
-    """RDB storage with heartbeats: a killed worker's RUNNING trial turns FAIL and is retried once."""
-    if cfg.storage.startswith("sqlite:///"):
-        Path(cfg.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    try:
-        for attempt in range(SCHEMA_RACE_RETRIES):
-            try:
-                return RDBStorage(
-                    cfg.storage,
-                    heartbeat_interval=cfg.heartbeat_interval,
-                    grace_period=cfg.grace_period,
-                    heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=1),
-                )
-            except sqlalchemy.exc.DBAPIError as err:
-                if not _lost_schema_race(err) or attempt == SCHEMA_RACE_RETRIES - 1:
-                    raise
-                time.sleep(1 + attempt)
-    except Exception as err:  # sqlalchemy: bad URL, unreachable server, missing driver
-        raise PipelineError(f"search.storage={cfg.storage}: cannot open ({str(err).splitlines()[0]})") from None
-
-
-def _lost_schema_race(err: sqlalchemy.exc.DBAPIError) -> bool:
-    """Another worker created a table or type of a new database between our existence check and our
-    CREATE: PostgreSQL says unique violation (it committed while we waited) or duplicate table."""
-    return isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in str(err).splitlines()[0]
-
-
 def open_study(
     cfg: SearchConfig,
     space: list[Param],
-    rdb: RDBStorage,
+    rdb: optuna.storages.BaseStorage,
     start: dict[str, Any] | None = None,
     data: str | None = None,
 ) -> optuna.Study:

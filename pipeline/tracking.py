@@ -21,6 +21,7 @@ from optuna.trial import TrialState
 from transformers import TrainerCallback
 
 from pipeline.errors import PipelineError
+from pipeline.file_lock import sqlite_creation_lock
 from pipeline.interrupts import deferring
 from pipeline.schema import TrackingConfig
 from pipeline.workers import worker_name
@@ -52,8 +53,9 @@ class Tracker:
         check_reachable(cfg.uri)
         mlflow.set_tracking_uri(cfg.uri)
         mlflow.set_registry_uri(cfg.uri)
-        self.client = MlflowClient(cfg.uri, cfg.uri)
-        self.experiment_id = self._experiment(cfg)
+        with sqlite_creation_lock(cfg.uri):  # the client creates a new database's tables
+            self.client = MlflowClient(cfg.uri, cfg.uri)
+            self.experiment_id = self._experiment(cfg)
 
     def _experiment(self, cfg: TrackingConfig) -> str:
         try:

@@ -17,7 +17,7 @@ import yaml
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from pipeline import search
+from pipeline import search, storage
 from pipeline.__main__ import cli, main
 from tests.conftest import TINY, compose_config, free_port, run_pipeline, write_ag_news_release
 
@@ -155,14 +155,14 @@ def test_bad_input_fails_before_training_with_one_line(case, tmp_path, monkeypat
 def _existing_study(
     tmp_path: Path, direction: str = "maximize", space: dict | None = None, data: str | None = None
 ) -> list[str]:
-    storage = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    url = f"sqlite:///{tmp_path}/mlruns/optuna.db"
     (tmp_path / "mlruns").mkdir()
     if space is None and data is None:
-        optuna.create_study(study_name="ag_news-tiny", storage=storage, direction=direction)
+        optuna.create_study(study_name="ag_news-tiny", storage=url, direction=direction)
     else:
-        cfg = compose_config(f"search.storage={storage}", "search.study_name=ag_news-tiny").search
+        cfg = compose_config(f"search.storage={url}", "search.study_name=ag_news-tiny").search
         path = write_space(tmp_path, space).split("=", 1)[1] if space else cfg.space
-        search.open_study(cfg, search.load_space(path), search.storage(cfg), data=data)
+        search.open_study(cfg, search.load_space(path), storage.open_storage(cfg), data=data)
     return [f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}"]
 
 

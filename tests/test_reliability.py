@@ -16,7 +16,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline import interrupts, registry, search
+from pipeline import interrupts, registry, search, storage
 from pipeline.audit import audit
 from pipeline.tracking import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
 from tests.conftest import TINY, compose_config, pipeline_env, run_pipeline
@@ -161,7 +161,7 @@ def crashed(tmp_path_factory):
     command = [*search_command(cwd, space, n_trials=5, epochs=2), f"search.storage={storage_url(cwd)}"]
     # The study as the pipeline creates it (trial 0: the configured values), then the user queues trials.
     cfg = compose_config(*command)
-    study = search.open_study(cfg.search, search.load_space(space), search.storage(cfg.search), {**cfg.trainer, "seed": 42})
+    study = search.open_study(cfg.search, search.load_space(space), storage.open_storage(cfg.search), {**cfg.trainer, "seed": 42})
     for lr in (1.0e30, 0.003, 0.01, 0.001):
         study.enqueue_trial({"learning_rate": lr, "num_train_epochs": 2})
     result = run_pipeline(cwd, *command)

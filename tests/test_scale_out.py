@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
-from pipeline import registry, search
+from pipeline import registry, search, storage
 from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
 from pipeline.schema import SearchConfig, TrackingConfig
 from pipeline.tracking import ROLE_TAG, TRIAL_TAG, WORKER, Tracker
@@ -187,7 +187,7 @@ def test_a_worker_whose_table_another_worker_committed_first_still_opens_the_sto
 
         sqlalchemy.event.listen(models.StudyModel.__table__, "before_create", rival_commits_first)
         try:
-            rdb = search.storage(SearchConfig(storage=url))
+            rdb = storage.open_storage(SearchConfig(storage=url))
         finally:
             sqlalchemy.event.remove(models.StudyModel.__table__, "before_create", rival_commits_first)
             rival.dispose()

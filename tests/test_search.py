@@ -7,7 +7,7 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict
 
-from pipeline import data, model, progress, search, train
+from pipeline import data, model, progress, search, storage, train
 from pipeline.errors import PipelineError
 from tests.conftest import TINY, compose_config
 
@@ -78,7 +78,7 @@ def test_unknown_space_name_lists_known_spaces():
 
 def test_reused_study_name_with_another_space_is_rejected(tmp_path):
     cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
-    rdb = search.storage(cfg)
+    rdb = storage.open_storage(cfg)
     space = search.load_space("batch_epochs")
     study = search.open_study(cfg, space, rdb, start={"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-5})
     assert len(search.open_study(cfg, space, rdb, start={"num_train_epochs": 3}).trials) == 1  # enqueued once
@@ -91,7 +91,7 @@ def test_reused_study_name_with_another_space_is_rejected(tmp_path):
 
 def test_reused_study_name_on_other_data_is_rejected(tmp_path):
     cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
-    rdb, space = search.storage(cfg), search.load_space("batch_epochs")
+    rdb, space = storage.open_storage(cfg), search.load_space("batch_epochs")
     assert "data" not in search.open_study(cfg, space, rdb).user_attrs  # as a study from before the check
     search.open_study(cfg, space, rdb, data="sha256:abc")  # adopts this run's data
     assert search.open_study(cfg, space, rdb, data="sha256:abc").user_attrs["data"] == "sha256:abc"
@@ -102,7 +102,7 @@ def test_reused_study_name_on_other_data_is_rejected(tmp_path):
 
 def test_study_recorded_under_the_path_dependent_fingerprint_adopts_the_content_one(tmp_path):
     cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
-    rdb, space = search.storage(cfg), search.load_space("batch_epochs")
+    rdb, space = storage.open_storage(cfg), search.load_space("batch_epochs")
     search.open_study(cfg, space, rdb).set_user_attr("data", "3f2a9c0d1e4b5a67")  # datasets' Hasher, before
     assert search.open_study(cfg, space, rdb, data="sha256:abc").user_attrs["data"] == "sha256:abc"
 

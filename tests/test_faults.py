@@ -1,0 +1,144 @@
+"""Faults of the services a search stands on, made for real: PostgreSQL terminating the study's connections
+(`pg_terminate_backend`, as a restart or an idle-connection reaper does), a database that stays away, and
+commands started at the same instant on new SQLite files."""
+from __future__ import annotations
+
+import inspect
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import psycopg
+from mlflow.tracking import MlflowClient
+from optuna.storages import RDBStorage
+from optuna.storages._cached_storage import _CachedStorage
+from optuna.trial import TrialState
+
+from pipeline import storage
+from pipeline.audit import audit
+from tests.conftest import TINY, pipeline_env
+from tests.services import ONE_EPOCH_SPACE, POSTGRES, postgres_database
+
+SEARCH = [*TINY, "search.pruner=none", "search.sampler=random", "search.heartbeat_interval=1", "search.grace_period=3"]
+
+
+def start(cwd: Path, name: str, *overrides: str) -> subprocess.Popen:
+    with open(cwd / f"{name}.log", "w") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *SEARCH, *overrides],
+            cwd=cwd, env=pipeline_env(), stdout=log, stderr=subprocess.STDOUT,
+        )
+
+
+def admin(sql: str, *params) -> list[tuple]:
+    with psycopg.connect(f"postgresql://{POSTGRES}/postgres", autocommit=True) as conn:
+        cursor = conn.execute(sql, params)
+        return cursor.fetchall() if cursor.description else []
+
+
+def drop_connections(database: str) -> int:
+    """What a database restart does to its clients: every connection to `database` is terminated."""
+    rows = admin(
+        "select pg_terminate_backend(pid) from pg_stat_activity where datname = %s and pid <> pg_backend_pid()",
+        database,
+    )
+    return sum(1 for (done,) in rows if done)
+
+
+def complete_trials(database: str) -> int:
+    with psycopg.connect(f"postgresql://{POSTGRES}/{database}", autocommit=True) as conn:
+        try:
+            return conn.execute("select count(*) from trials where state = 'COMPLETE'").fetchone()[0]
+        except psycopg.errors.UndefinedTable:
+            return 0
+
+
+def wait_until(condition, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.3)
+
+
+def test_every_storage_call_optuna_makes_is_retried():
+    """Optuna's _CachedStorage calls some private RDBStorage methods; an upgrade that changes them fails here."""
+    called = set(re.findall(r"self\._backend\.(\w+)", inspect.getsource(_CachedStorage)))
+    not_transactions = {"get_heartbeat_interval", "get_heartbeat_stale_trial_callback", "record_heartbeat"}
+    assert called - not_transactions <= set(storage._OPERATIONS), called - not_transactions - set(storage._OPERATIONS)
+    assert all(hasattr(RDBStorage, name) for name in storage._OPERATIONS)
+
+
+def test_connections_dropped_twice_during_a_search_cost_no_trial(tmp_path):
+    (tmp_path / "space.yaml").write_text(ONE_EPOCH_SPACE)
+    with postgres_database("pipeline_drops") as url:
+        database = url.rsplit("/", 1)[1]
+        proc = start(tmp_path, "worker", f"search.storage={url}", f"search.space={tmp_path / 'space.yaml'}", "search.n_trials=5")
+        dropped = []
+        for after in (1, 3):
+            wait_until(lambda: complete_trials(database) >= after, proc, tmp_path / "worker.log")
+            dropped.append(drop_connections(database))
+        assert proc.wait(timeout=400) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+        assert all(n >= 1 for n in dropped), dropped  # the worker's pooled connections were there to drop
+        study = optuna.load_study(study_name="ag_news-tiny", storage=url)
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
+        uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+        result = audit(study, MlflowClient(uri, uri), "ag_news")
+        assert result.consistent, result.summary()
+        optuna.storages.RDBStorage(url).engine.dispose()
+
+
+def test_a_database_that_stays_away_stops_the_worker_with_one_line_and_a_rerun_recovers(tmp_path):
+    (tmp_path / "space.yaml").write_text(ONE_EPOCH_SPACE)
+    with postgres_database("pipeline_gone") as url:
+        database = url.rsplit("/", 1)[1]
+        command = [f"search.storage={url}", f"search.space={tmp_path / 'space.yaml'}", "search.n_trials=3",
+                   "search.storage_retry_s=3", "trainer.num_train_epochs=1"]
+        proc = start(tmp_path, "gone", *command)
+        wait_until(lambda: complete_trials(database) >= 1, proc, tmp_path / "gone.log")
+        admin(f'alter database "{database}" allow_connections false')
+        try:
+            drop_connections(database)
+            code = proc.wait(timeout=300)
+        finally:
+            admin(f'alter database "{database}" allow_connections true')
+        output = (tmp_path / "gone.log").read_text()
+        errors = [line for line in output.splitlines() if line.startswith("error: ")]
+        assert code == 2 and len(errors) == 1, output[-3000:]
+        assert "search.storage=" in errors[0] and "stopped answering for 3 s" in errors[0]
+        assert "Traceback" not in output, output[-3000:]
+        time.sleep(3)  # search.grace_period: the lost worker's trial is now stale
+        rerun = start(tmp_path, "rerun", *command)
+        assert rerun.wait(timeout=400) == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+        study = optuna.load_study(study_name="ag_news-tiny", storage=url)
+        assert not [t for t in study.trials if t.state == TrialState.RUNNING]
+        assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) >= 4
+
+
+def test_commands_started_at_the_same_instant_on_new_sqlite_files_all_run(tmp_path):
+    """Three rounds of two commands released by one barrier, each round on new default SQLite files."""
+    space = tmp_path / "space.yaml"
+    space.write_text(ONE_EPOCH_SPACE)
+    for round_ in range(3):
+        cwd = tmp_path / f"round{round_}"
+        cwd.mkdir()
+        barrier, procs = threading.Barrier(2), {}
+
+        def launch(name: str) -> None:
+            barrier.wait()
+            procs[name] = start(cwd, name, f"search.space={space}", "search.n_trials=1", f"search.study_name=s-{name}")
+
+        threads = [threading.Thread(target=launch, args=(name,)) for name in ("a", "b")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        for name, proc in procs.items():
+            assert proc.wait(timeout=400) == 0, (cwd / f"{name}.log").read_text()[-3000:]
+        for name in procs:
+            study = optuna.load_study(study_name=f"s-{name}", storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+            assert [t.state for t in study.trials] == [TrialState.COMPLETE]
