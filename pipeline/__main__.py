@@ -2,13 +2,16 @@
 import os
 import signal
 import sys
+from pathlib import Path
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import hub, schema
+from pipeline import hub, schema, secrets
 from pipeline.config_errors import one_line
 from pipeline.errors import PipelineError
 from pipeline.interrupts import Interrupted
@@ -25,6 +28,7 @@ def main(cfg: DictConfig) -> None:
     from pipeline.run import run  # heavy imports after Hydra has validated the config
 
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    secrets.redact_files(_hydra_files())
     try:
         run(cfg)
     except PipelineError as err:
@@ -32,8 +36,18 @@ def main(cfg: DictConfig) -> None:
         sys.exit(2)
 
 
+def _hydra_files() -> list[Path]:
+    """The config files Hydra wrote for this job (and its multirun) before calling it."""
+    hc = HydraConfig.get()
+    files = list((Path(hc.runtime.output_dir) / hc.output_subdir).glob("*.yaml")) if hc.output_subdir else []
+    if hc.mode == RunMode.MULTIRUN:
+        files.append(Path(hc.sweep.dir) / "multirun.yaml")
+    return files
+
+
 def cli() -> None:
     """Hydra's main, with config errors on one line (exit 2) and an interrupt without a traceback."""
+    secrets.guard_process()  # before Hydra prints or logs anything
     hub.go_offline_if_unreachable()  # before pipeline.run imports huggingface_hub, which reads it once
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report

@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipeline import secrets
 from pipeline.schema import TrackingConfig
 
 
@@ -33,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
         help="MLflow tracking/registry URI for models:/ URIs (default: %(default)s)",
     )
+    secrets.guard_process()  # --help prints the default tracking URI, which may hold a password
     args = parser.parse_args(argv)
     try:
         classify = load(args.uri, args.tracking_uri)

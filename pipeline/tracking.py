@@ -24,6 +24,7 @@ from pipeline.errors import PipelineError
 from pipeline.file_lock import sqlite_creation_lock
 from pipeline.interrupts import deferring
 from pipeline.schema import TrackingConfig
+from pipeline.secrets import redact
 from pipeline.workers import worker_name
 
 ROLE_TAG = "pipeline.role"  # study | trial | train
@@ -121,8 +122,8 @@ class Tracker:
     def log_invocation(self, run_id: str, cfg: DictConfig) -> None:
         """The resolved config and the exact command line, as artifacts of the run."""
         with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-            (Path(tmp) / "command.txt").write_text(command_line() + "\n")
+            (Path(tmp) / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
+            (Path(tmp) / "command.txt").write_text(redact(command_line()) + "\n")
             self.client.log_artifacts(run_id, tmp)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
