@@ -4,12 +4,14 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import logging
 import re
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, DatasetDict
 from datasets.fingerprint import Hasher
 
@@ -23,6 +25,7 @@ _LINE_BREAK = re.compile(r"\\+")  # the release marks line breaks with backslash
 _NUMERIC_ENTITY = re.compile(r"\s?&?#(\d+);")  # "India #39;s" -> "India's"
 _NAMED_ENTITY = re.compile(r"&?\b(quot|amp|lt|gt);")
 _SPACES = re.compile(r"\s+")
+log = logging.getLogger(__name__)
 FINGERPRINT_PREFIX = "sha256:"  # content fingerprints; older, path-dependent ones lack it
 FINGERPRINT_BATCH = 8_192  # rows hashed at a time: bounds the memory it takes
 
@@ -43,6 +46,12 @@ def load_splits(cfg: DatasetConfig, seed: int) -> DatasetDict:
         if len(ds) == 0:
             raise PipelineError(f"the {split} split is empty: check dataset.max_*_samples and the input files")
     assert all(ds.features["label"].names == names for ds in splits.values())
+    missing = sorted(set(range(len(names))) - set(splits["test"].unique("label")))
+    if missing:
+        log.warning(
+            "the test split has no rows of class %s: its scores count the other classes only",
+            ", ".join(repr(names[i]) for i in missing),
+        )
     return splits
 
 
@@ -222,7 +231,7 @@ def _normalize(ds: Dataset, cfg: DatasetConfig, names: list[str] | None, source:
     feature = ds.features[cfg.label_column]
     values = ds[cfg.label_column]
     if names is None:
-        names = feature.names if isinstance(feature, ClassLabel) else _infer_names(values)
+        names = feature.names if isinstance(feature, ClassLabel) else _infer_names(values, f"{source}: {cfg.label_column!r}")
         if len(names) < 2:
             raise PipelineError(f"{source}: only one class ({names[0]!r}) in {cfg.label_column!r}; need two or more")
     index = {name: i for i, name in enumerate(names)}
@@ -238,14 +247,26 @@ def _normalize(ds: Dataset, cfg: DatasetConfig, names: list[str] | None, source:
         return {"text": " ".join(str(row[c]) for c in columns if row[c] is not None), "label": index[as_names[i]]}
 
     features = datasets.Features(text=datasets.Value("string"), label=ClassLabel(names=names))
-    return ds.map(convert, with_indices=True, remove_columns=ds.column_names, features=features, desc="normalize")
+    normalized = ds.map(convert, with_indices=True, remove_columns=ds.column_names, features=features, desc="normalize")
+    texts = normalized.with_format("arrow")["text"]
+    if pc.max(pc.utf8_length(pc.utf8_trim_whitespace(texts))).as_py() == 0:
+        raise PipelineError(f"{source}: every text in dataset.text_columns={list(columns)} is empty; check the columns")
+    return normalized
 
 
-def _infer_names(values: list) -> list[str]:
+def _infer_names(values: list, where: str) -> list[str]:
     """Sorted distinct labels: numerically for numbers, alphabetically for strings."""
     distinct = set(v for v in values if v is not None)
     if len(distinct) < len(set(values)):
-        raise PipelineError("a label is empty: every row needs a label")
+        raise PipelineError(f"{where}: a label is empty; every row needs a label")
+    seen: dict[str, str] = {}
+    for name in sorted(map(str, distinct)):
+        other = seen.setdefault(name.strip().casefold(), name)
+        if other != name:
+            raise PipelineError(
+                f"{where}: labels {other!r} and {name!r} differ only in surrounding spaces or letter case; "
+                "make them one label in the file"
+            )
     numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in distinct)
     return [str(v) for v in sorted(distinct, key=(float if numeric else str))]
 

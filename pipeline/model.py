@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
@@ -27,6 +28,19 @@ OFFLINE_ROUTE = (
 def load_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerBase:
     source = _package_dir(cfg.tokenizer_package) if cfg.tokenizer_package else weights_source(cfg)
     return _from_source(AutoTokenizer.from_pretrained, source, cfg)
+
+
+def check_max_length(cfg: ModelConfig, max_length: int) -> None:
+    """Sequences longer than the model's position embeddings fail every trial on a tensor size mismatch."""
+    if cfg.name_or_path is None and cfg.package is None:
+        config = BertConfig(**cfg.tiny_config)
+    else:
+        config = _from_source(AutoConfig.from_pretrained, weights_source(cfg), cfg)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit is not None and max_length > limit:
+        raise PipelineError(
+            f"dataset.max_length={max_length}: model={cfg.name} has {limit} positions; set dataset.max_length={limit} or less"
+        )
 
 
 def make_model_init(cfg: ModelConfig, labels: list[str]) -> Callable[[], PreTrainedModel]:
@@ -59,6 +73,11 @@ def make_model_init(cfg: ModelConfig, labels: list[str]) -> Callable[[], PreTrai
 
 def weights_source(cfg: ModelConfig) -> str:
     if cfg.name_or_path:
+        if Path(cfg.name_or_path).is_dir() and not (Path(cfg.name_or_path) / "config.json").is_file():
+            raise PipelineError(
+                f"model.name_or_path={cfg.name_or_path}: a directory without config.json; point it at a saved "
+                "model (save_pretrained writes config.json beside the weights)"
+            )
         return cfg.name_or_path
     if cfg.package:
         return _package_dir(cfg.package)

@@ -29,6 +29,16 @@ def quiet() -> None:
     if not getattr(warnings.showwarning, "once", False):
         warnings.showwarning = _once(warnings.showwarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trials = logging.getLogger("optuna.study._optimize")  # "Trial N failed ... because of the following error"
+    if _without_traceback not in trials.filters:
+        trials.addFilter(_without_traceback)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """A failed trial in one line: its error is kept (Optuna's user attribute `error`, MLflow's tag
+    pipeline.error), and a traceback per failed trial buries the search's progress lines."""
+    record.exc_info, record.exc_text = None, None
+    return True
 
 
 def _once(show: Callable) -> Callable:

@@ -9,7 +9,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
-from pipeline import data, distributed, model, progress, registry, report, search, storage, train, workers
+from pipeline import checks, data, distributed, model, progress, registry, report, search, storage, train, workers
 from pipeline.errors import PipelineError
 from pipeline.schema import Mode
 from pipeline.tracking import RUN_ID_ATTR, TrialRuns, Tracker
@@ -19,12 +19,14 @@ log = logging.getLogger(__name__)
 
 def run(cfg: DictConfig) -> registry.FinalModel | None:
     progress.quiet()
+    checks.check_config(cfg)
     # Validates conf/trainer; under torchrun it also joins the process group.
     train.training_args(cfg.trainer, cfg.output_dir, cfg.seed, **distributed.device_args())
     distributed.check(cfg)
     # The search space is validated here too, before anything is read or recorded.
     space = search.load_space(cfg.search.space) if cfg.mode != Mode.train else []
     tokenizer = model.load_tokenizer(cfg.model)
+    model.check_max_length(cfg.model, cfg.dataset.max_length)
     splits = data.load_splits(cfg.dataset, cfg.seed)
     labels = data.label_names(splits)
     model_init = model.make_model_init(cfg.model, labels)

@@ -176,6 +176,16 @@ def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
 def run(trainer: PipelineTrainer, cfg: SearchConfig, space: list[Param], study: optuna.Study, seed: int) -> None:
     """Run `search.n_trials` more trials of the study (fewer if `search.timeout` runs out) through
     Trainer.hyperparameter_search."""
+    try:
+        _search(trainer, cfg, space, study, seed)
+    except ValueError:
+        # transformers reads study.best_trial at the end, which Optuna refuses while no trial has completed
+        # ("Record does not exist"); best_trial() says so in one line, with the trials' errors.
+        if study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+            raise
+
+
+def _search(trainer: PipelineTrainer, cfg: SearchConfig, space: list[Param], study: optuna.Study, seed: int) -> None:
     trainer.hyperparameter_search(
         hp_space=hp_space(space),
         compute_objective=objective,
@@ -210,8 +220,12 @@ def trial_name(trial: optuna.Trial) -> str:
 def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
     complete = study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])
     if not complete:
+        failed = study.get_trials(deepcopy=False, states=[TrialState.FAIL])
+        errors = sorted({t.user_attrs.get("error", "no error recorded") for t in failed})
+        said = f"; {len(failed)} failed: " + " | ".join(e.splitlines()[0][:200] for e in errors[:3]) if failed else ""
         raise PipelineError(
-            f"study {study.study_name} has no completed trial yet; see the failed trials' errors in MLflow"
+            f"search.study_name={study.study_name} has no completed trial yet{said}; fix the cause and run the "
+            "same command again (each trial's error is in MLflow, tag pipeline.error)"
         )
     return max(complete, key=lambda t: (t.value, -t.number))
 

@@ -139,6 +139,35 @@ CASES = {
         lambda p: ["search.storage=postgresql://postgres@127.0.0.1:1/x"], "search.storage=postgresql://", "cannot open"
     ),
     "finalize_unknown_study": (lambda p: ["mode=finalize"], "search.study_name=ag_news-tiny", "no such study"),
+    "n_trials_zero": (lambda p: ["search.n_trials=0"], "search.n_trials=0", "must be at least 1"),
+    "n_trials_negative": (lambda p: ["search.n_trials=-2"], "search.n_trials=-2", "must be at least 1"),
+    "timeout_negative": (lambda p: ["search.timeout=-1"], "search.timeout=-1", "positive number of seconds"),
+    "registry_name_with_slash": (lambda p: ["registry.name=a/b"], "registry.name=a/b", "use letters, digits"),
+    "study_name_with_quote": (lambda p: ['search.study_name="it\'s"'], "search.study_name=it's", "use letters, digits"),
+    "study_name_escaping_outputs": (
+        lambda p: ["search.study_name=x/../../../escaped"], "search.study_name=x/../../../escaped", "use letters, digits"
+    ),
+    "max_length_above_positions": (lambda p: ["dataset.max_length=1000"], "dataset.max_length=1000", "has 512 positions"),
+    "tracking_uri_unknown_scheme": (lambda p: ["tracking.uri=garbage://x"], "tracking.uri=garbage://x", "sqlite:///PATH.db"),
+    "model_dir_without_config": (
+        lambda p: [f"model.name_or_path={(p / 'empty').mkdir() or p / 'empty'}"], "model.name_or_path=", "without config.json"
+    ),
+    "labels_differ_by_space_or_case": (
+        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,a\ny, a\nz,b\n" * 10)), "t.csv",
+        "labels ' a' and 'a' differ only in surrounding spaces or letter case",
+    ),
+    "labels_differ_by_case": (
+        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,Pos\ny,pos\nz,neg\n" * 10)), "t.csv",
+        "labels 'Pos' and 'pos' differ only",
+    ),
+    "every_text_empty": (
+        lambda p: local(write_csv(p / "t.csv", "text,label\n" + ",a\n ,b\n" * 10)), "t.csv",
+        "every text in dataset.text_columns=['text'] is empty",
+    ),
+    "text_columns_empty": (lambda p: ["dataset.text_columns=[]"], "dataset.text_columns=[]", "name at least one column"),
+    "heartbeat_interval_zero": (lambda p: ["search.heartbeat_interval=0"], "search.heartbeat_interval=0", "positive"),
+    "grace_period_zero": (lambda p: ["search.grace_period=0"], "search.grace_period=0", "positive"),
+    "seed_negative": (lambda p: ["seed=-1"], "seed=-1", "must be between 0 and"),
 }
 
 
@@ -227,3 +256,15 @@ def test_unreachable_tracking_server_fails_fast(tmp_path, monkeypatch, capsys):
     code, stderr = run_cli(monkeypatch, capsys, tmp_path, f"dataset.data_dir={data}", f"tracking.uri=http://127.0.0.1:{free_port()}")
     assert time.monotonic() - started < 30  # MLflow's own retries would take minutes
     assert_clean_failure(code, stderr, tmp_path, "tracking.uri=http://127.0.0.1:", "no tracking server answers")
+
+
+def test_a_search_whose_every_trial_failed_says_why_in_one_line(tmp_path):
+    """A searched value TrainingArguments rejects fails each trial; the end is one line with that error."""
+    data = write_ag_news_release(tmp_path / "ok", {"train": ROWS, "test": ROWS})
+    space = write_space(tmp_path, {"lr_scheduler_type": {"type": "categorical", "choices": ["sometimes"]}})
+    result = run_pipeline(tmp_path, *BASE, f"dataset.data_dir={data}", space, "search.n_trials=2", timeout=200)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]
+    assert "search.study_name=ag_news-tiny has no completed trial yet; 2 failed: ValueError" in errors[0], errors[0]
+    assert "sometimes" in errors[0]
+    assert "Traceback" not in result.stderr

@@ -152,3 +152,11 @@ def test_fingerprint_ignores_how_arrow_lays_out_the_rows():
     assert len({data.fingerprint(DatasetDict(train=ds)) for ds in (whole, sliced, chunked)}) == 1
     renamed = whole.cast_column("label", ClassLabel(names=["x", "b"]))
     assert data.fingerprint(DatasetDict(train=renamed)) != data.fingerprint(DatasetDict(train=whole))
+
+
+def test_a_test_split_lacking_training_classes_is_named_in_a_warning(tmp_path, caplog):
+    train = _write_csv(tmp_path / "train.csv", [(f"text {i}", "abc"[i % 3]) for i in range(60)])
+    test = _write_csv(tmp_path / "test.csv", [(f"text {i}", "ab"[i % 2]) for i in range(10)])
+    caplog.set_level("WARNING", logger="pipeline.data")
+    data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}"), 42)
+    assert "the test split has no rows of class 'c': its scores count the other classes only" in caplog.text
