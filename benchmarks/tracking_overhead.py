@@ -36,6 +36,7 @@ def one_search(cfg, prep: harness.Prepared, tracker: Tracker | None, logging_ste
             direction=search.DIRECTION, backend="optuna", study_name="s", storage=storage, load_if_exists=True,
         )
         if tracker:
+            tracker.outbox.drain()  # every write sent, as a search's end waits for them
             tracker.close_trial_runs(parent, study)
         return time.perf_counter() - started
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError
 from pipeline.schema import Mode, Pruner
+from pipeline.outbox import Outbox
 from pipeline.tracking import Tracker
 
 
@@ -68,6 +69,7 @@ class ReplicaTracker(Tracker):
 
     def __init__(self) -> None:  # no client: this process never talks to MLflow
         self.uri, self.client, self.experiment_id = None, None, None
+        self.outbox = Outbox("no tracking (a torchrun replica)", 0)  # what rank 0 alone sends
 
     def study_run(self, study_name: str) -> str:
         return ""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.entities import LoggedModel, LoggedModelStatus
 from datasets import DatasetDict
 from mlflow.models import infer_signature
 from transformers import AutoModelForSequenceClassification
@@ -16,6 +17,7 @@ from transformers.trainer_utils import PredictionOutput
 from pipeline import interrupts, train
 from pipeline.data import is_content_fingerprint
 from pipeline.errors import PipelineError
+from pipeline.outbox import RunRef
 from pipeline.tracking import EpochMetrics, Tracker, duplicate_key
 
 TEST_METRIC = "test_accuracy"
@@ -24,6 +26,8 @@ F1_METRIC = "test_f1_macro"
 TRIAL_RUN_TAG = "pipeline.trial_run_id"
 # On every version: the fingerprint of the splits it was trained and scored on (data.fingerprint).
 DATA_TAG = "pipeline.data"
+RUN_ID_TAG = "run_id"  # on every version: the MLflow run it was logged to
+MODEL_URI_TAG = "pipeline.model_uri"  # on that run: the version it registered
 # Explicit requirements: left to infer them, mlflow.transformers imports torchvision (absent here).
 PIP_REQUIREMENTS = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "mlflow")]
 
@@ -48,8 +52,9 @@ def final_model(
         trainer = build(params, [])
         trainer.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).to(trainer.args.device)
         return trainer
-    trainer = build(params, [EpochMetrics(tracker, run_id, prefix="final_")])
+    trainer = build(params, [EpochMetrics(tracker, RunRef(run_id), prefix="final_")])
     trainer.train()
+    tracker.outbox.drain()  # its per-epoch metrics are in MLflow before the model is logged
     return trainer
 
 
@@ -76,25 +81,43 @@ def save_and_register(
     """Save with the tokenizer, log to `run_id` as an MLflow model, register it and apply the champion rule."""
     trainer.save_model(str(directory))  # model + tokenizer (processing_class)
     tracker.log_metrics(run_id, metrics)
-    signature = infer_signature(["some text"], [{"label": "a label", "score": 0.5}])
-    with mlflow.start_run(run_id=run_id, nested=True):
-        info = mlflow.transformers.log_model(
-            transformers_model={"model": trainer.model, "tokenizer": trainer.processing_class},
-            name="model",
-            task="text-classification",
-            signature=signature,
-            pip_requirements=PIP_REQUIREMENTS,
-        )
+    logged = logged_before(tracker, run_id, trial_run_id)
+    if logged is None:
+        signature = infer_signature(["some text"], [{"label": "a label", "score": 0.5}])
+        with mlflow.start_run(run_id=run_id, nested=True):
+            logged_uri = mlflow.transformers.log_model(
+                transformers_model={"model": trainer.model, "tokenizer": trainer.processing_class},
+                name="model",
+                task="text-classification",
+                signature=signature,
+                pip_requirements=PIP_REQUIREMENTS,
+                tags={TRIAL_RUN_TAG: trial_run_id} if trial_run_id else None,
+            ).model_uri
+    else:  # an earlier final step of this trial logged it and was killed before registering it
+        logged_uri = f"models:/{logged.model_id}"
     with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
         tags = {TEST_METRIC: str(metrics[TEST_METRIC]), F1_METRIC: str(metrics[F1_METRIC]), DATA_TAG: data_id}
         if trial_run_id:
             tags[TRIAL_RUN_TAG] = trial_run_id
-        registered = mlflow.register_model(info.model_uri, name, tags=tags)
-        tracker.client.set_model_version_tag(name, registered.version, "run_id", run_id)
+        registered = mlflow.register_model(logged_uri, name, tags=tags)
+        tracker.client.set_model_version_tag(name, registered.version, RUN_ID_TAG, run_id)
         champion = promote(tracker, name, alias)
     model_uri = f"models:/{name}/{registered.version}"
-    tracker.set_tag(run_id, "pipeline.model_uri", model_uri)
+    tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
     return FinalModel(metrics, model_uri, registered.version, champion)
+
+
+def logged_before(tracker: Tracker, run_id: str, trial_run_id: str | None) -> LoggedModel | None:
+    """A whole model (READY) that an earlier final step of the same best trial logged to `run_id` and did
+    not register: registering it, instead of logging another copy, leaves no orphan behind."""
+    if not trial_run_id:
+        return None
+    found = tracker.client.search_logged_models(
+        [tracker.experiment_id], f"source_run_id = '{run_id}' AND tags.`{TRIAL_RUN_TAG}` = '{trial_run_id}'"
+    )
+    registered = {v.model_id for v in tracker.client.search_model_versions(f"run_id = '{run_id}'")}
+    ready = [m for m in found if m.status == LoggedModelStatus.READY and m.model_id not in registered]
+    return min(ready, key=lambda m: m.creation_timestamp) if ready else None
 
 
 def check_data(tracker: Tracker, name: str, data_id: str) -> None:
@@ -113,9 +136,12 @@ def check_data(tracker: Tracker, name: str, data_id: str) -> None:
         )
 
 
-def registered_from(tracker: Tracker, name: str, alias: str, trial_run_id: str | None) -> FinalModel | None:
+def registered_from(
+    tracker: Tracker, name: str, alias: str, trial_run_id: str | None, run_id: str
+) -> FinalModel | None:
     """The version an earlier run registered from the same best trial, if any: a rerun whose best trial
-    did not change would only score the same weights again and store another copy of them."""
+    did not change would only score the same weights again and store another copy of them. The version's
+    tags and the run's `pipeline.model_uri` are completed if a killed final step left them out."""
     if not trial_run_id:
         return None
     versions = tracker.client.search_model_versions(f"name = '{name}'")
@@ -124,7 +150,12 @@ def registered_from(tracker: Tracker, name: str, alias: str, trial_run_id: str |
         return None
     version = min(found, key=lambda v: int(v.version))
     metrics = {key: float(version.tags[key]) for key in (TEST_METRIC, F1_METRIC)}  # tagged together
-    return FinalModel(metrics, f"models:/{name}/{version.version}", version.version, promote(tracker, name, alias))
+    model_uri = f"models:/{name}/{version.version}"
+    # What a final step killed after registering left unwritten.
+    if RUN_ID_TAG not in version.tags:
+        tracker.client.set_model_version_tag(name, version.version, RUN_ID_TAG, version.run_id or run_id)
+    tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
+    return FinalModel(metrics, model_uri, version.version, promote(tracker, name, alias))
 
 
 def promote(tracker: Tracker, name: str, alias: str) -> str:

@@ -15,6 +15,7 @@ from pipeline.schema import Mode
 from pipeline.tracking import RUN_ID_ATTR, TrialRuns, Tracker
 
 log = logging.getLogger(__name__)
+INTERRUPT_DRAIN_S = 10  # seconds an interrupted search waits for its queued tracking writes
 
 
 def run(cfg: DictConfig) -> registry.FinalModel | None:
@@ -70,7 +71,7 @@ def run(cfg: DictConfig) -> registry.FinalModel | None:
         if study is not None:
             report.log_study(tracker, parent, study)  # before the final step, so a failure there keeps the plots
         params, checkpoint, trial_run = best_of(cfg, study, tracker, parent, space)
-        final = registered_before(cfg, tracker, trial_run)
+        final = registered_before(cfg, tracker, trial_run, parent)
         if not distributed.from_main(final is not None):
             trainer = registry.final_model(params, checkpoint, build, tracker, parent)
             final = finish(cfg, trainer, tokenized, tracker, parent, labels, data_id, trial_run)
@@ -95,17 +96,17 @@ def best_of(
             log.warning("best trial %d: %s in search.space=%s; widen the range there", best.number, edge, cfg.search.space)
         tracker.log_metrics(parent, {"best_eval_accuracy": best.value})
         params, checkpoint = best.params, search.checkpoint_for(best, cfg.search.checkpoint_dir)
-        trial_run = best.user_attrs.get(RUN_ID_ATTR)
+        trial_run = best.user_attrs.get(RUN_ID_ATTR) or tracker.trial_run_of(parent, best.number)
     params, checkpoint, trial_run = distributed.from_main((params, checkpoint, trial_run))
     readable = distributed.everywhere(checkpoint is not None and (checkpoint / "config.json").is_file())
     return params, checkpoint if readable else None, trial_run
 
 
-def registered_before(cfg: DictConfig, tracker: Tracker, trial_run: str | None) -> registry.FinalModel | None:
+def registered_before(cfg: DictConfig, tracker: Tracker, trial_run: str | None, parent: str) -> registry.FinalModel | None:
     """The version an earlier run registered from this best trial (rank 0 looks; other ranks get None)."""
     if not distributed.is_main():
         return None
-    final = registry.registered_from(tracker, cfg.registry.name, cfg.registry.alias, trial_run)
+    final = registry.registered_from(tracker, cfg.registry.name, cfg.registry.alias, trial_run, parent)
     if final is not None:
         log.info("best trial already registered as %s; nothing new to register", final.model_uri)
     return final
@@ -141,6 +142,8 @@ def run_search(cfg: DictConfig, build, tracker: Tracker, parent: str, study: opt
         raise lost from None  # Optuna's own handling fails on it and hides it under another error
     finally:
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        # What the trials logged reaches MLflow first (an interrupt waits a little, not for an outage).
+        tracker.outbox.drain(timeout=INTERRUPT_DRAIN_S if interrupted else None)
         if lost is None:  # with the database gone, the next run repairs the trial runs
             tracker.close_trial_runs(parent, study, interrupted=interrupted)
 

@@ -74,6 +74,7 @@ class TrackingConfig:
     uri: str = "sqlite:///mlruns/mlflow.db"
     experiment: str = MISSING
     artifact_dir: str = "mlruns/artifacts"  # used for new experiments on a local (sqlite) store
+    max_outage_s: int = 1800  # seconds a worker trains on through a tracking server outage, keeping what it logs
 
 
 @dataclass

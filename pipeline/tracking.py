@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import shlex
 import sys
 import tempfile
@@ -13,7 +15,7 @@ from typing import Any
 import mlflow
 import optuna
 import requests
-from mlflow.entities import RunStatus
+from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from omegaconf import DictConfig, OmegaConf
@@ -23,6 +25,7 @@ from transformers import TrainerCallback
 from pipeline.errors import PipelineError
 from pipeline.file_lock import sqlite_creation_lock
 from pipeline.interrupts import deferring
+from pipeline.outbox import Outbox, RunRef
 from pipeline.schema import TrackingConfig
 from pipeline.secrets import redact
 from pipeline.workers import worker_name
@@ -34,7 +37,11 @@ STATE_TAG = "pipeline.state"  # running | complete | pruned | failed | interrupt
 ERROR_TAG = "pipeline.error"
 RUN_ID_ATTR = "mlflow_run_id"  # on each Optuna trial
 WORKER = "pipeline.worker"  # host:pid that ran a trial: an Optuna user attribute and an MLflow tag
-SETTLE_S = 1.0  # how long a new parent run waits for racing creators' runs to become visible
+SETTLE_S = 1.0
+# At most 10 s per request, 2 retries 1 s and 2 s apart: about 35 s before a call to a dead server fails.
+SERVER_CALL_LIMITS = {
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+}  # how long a new parent run waits for racing creators' runs to become visible
 
 # Optuna's final trial state -> (MLflow status, state tag). A pruned trial is a normal outcome.
 _TRIAL_END = {
@@ -52,6 +59,9 @@ class Tracker:
         if cfg.uri.startswith("sqlite:///"):
             Path(cfg.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         check_reachable(cfg.uri)
+        if cfg.uri.startswith(("http://", "https://")):
+            bound_server_calls()
+        self.outbox = Outbox(cfg.uri, cfg.max_outage_s)
         mlflow.set_tracking_uri(cfg.uri)
         mlflow.set_registry_uri(cfg.uri)
         with sqlite_creation_lock(cfg.uri):  # the client creates a new database's tables
@@ -146,6 +156,11 @@ class Tracker:
             query += f" AND attributes.status = '{status}'"
         return self.client.search_runs([self.experiment_id], query, max_results=10000)
 
+    def trial_run_of(self, parent_id: str, number: int) -> str | None:
+        """The MLflow run of trial `number` of the study under `parent_id`, by its tags."""
+        runs = [r for r in self.trial_runs(parent_id) if r.data.tags.get(TRIAL_TAG) == str(number)]
+        return min(runs, key=lambda r: r.info.start_time).info.run_id if runs else None
+
     def close_trial_runs(self, parent_id: str, study: optuna.Study, interrupted: bool = False) -> None:
         """End every RUNNING trial run whose Optuna trial has ended (after a trial, a crash or a SIGKILL),
         and give a failed run to a trial that failed before its run began (e.g. in model_init)."""
@@ -194,35 +209,51 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
         ) from None
 
 
+def bound_server_calls() -> None:
+    """A call to the tracking server gives up within about half a minute (MLflow's defaults: a 120 s
+    timeout and 7 retries with backoff, minutes per call); the outbox retries writes across an outage.
+    Values the user set in the environment win."""
+    for key, value in SERVER_CALL_LIMITS.items():
+        os.environ.setdefault(key, value)
+    # urllib3 warns at each of those retries; the outbox says once that the server is away, and when it is back.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+
+
 def command_line() -> str:
     return shlex.join([Path(sys.executable).name, "-m", "pipeline", *sys.argv[1:]])
 
 
 class EpochMetrics(TrainerCallback):
-    """Log eval metrics once per epoch (step = epoch) and the training loss, to one MLflow run."""
+    """Log eval metrics once per epoch (step = epoch) and the training loss, to one MLflow run, through
+    the tracker's outbox: training never waits on the tracking server."""
 
-    def __init__(self, tracker: Tracker, run_id: str | None, prefix: str = "") -> None:
-        self.tracker, self.run_id, self.prefix = tracker, run_id, prefix
+    def __init__(self, tracker: Tracker, run: RunRef | None, prefix: str = "") -> None:
+        self.tracker, self.run, self.prefix = tracker, run, prefix
 
     @deferring
     def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if self.run_id is None or not state.is_world_process_zero:
+        if self.run is None or not state.is_world_process_zero:
             return
         epoch = round(state.epoch or 0)
-        logged = {k: v for k, v in (metrics or {}).items() if k in ("eval_accuracy", "eval_loss", "eval_f1_macro")}
-        self.tracker.log_metrics(self.run_id, {self.prefix + k: v for k, v in logged.items()}, step=epoch)
+        logged = {self.prefix + k: v for k, v in (metrics or {}).items() if k in ("eval_accuracy", "eval_loss", "eval_f1_macro")}
+        self._send_metrics(logged, epoch)
 
     @deferring
     def on_log(self, args, state, control, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if self.run_id is not None and state.is_world_process_zero and "loss" in (logs or {}):
-            self.tracker.log_metrics(self.run_id, {self.prefix + "train_loss": logs["loss"]}, step=state.global_step)
+        if self.run is not None and state.is_world_process_zero and "loss" in (logs or {}):
+            self._send_metrics({self.prefix + "train_loss": logs["loss"]}, state.global_step)
+
+    def _send_metrics(self, metrics: dict[str, float], step: int) -> None:
+        run = self.run
+        self.tracker.outbox.send(lambda: self.tracker.log_metrics(run.id, metrics, step=step))
 
 
 class TrialRuns(EpochMetrics):
     """Inside a search: one nested MLflow run per Optuna trial, named `trial-N`, with its params.
 
     Replaces transformers' MLflowCallback, which is not trial-aware. A trial's run is ended from the
-    state Optuna recorded, when the next trial starts or the search ends (Tracker.close_trial_runs)."""
+    state Optuna recorded, when the next trial starts or the search ends (Tracker.close_trial_runs).
+    Its writes go through the outbox; while the tracking server is away, the run is created when it is back."""
 
     def __init__(self, tracker: Tracker, parent_id: str, study: optuna.Study, trainer, fixed: dict[str, Any]):
         super().__init__(tracker, None)
@@ -233,15 +264,24 @@ class TrialRuns(EpochMetrics):
         trial = self.trainer.trial
         if not isinstance(trial, optuna.Trial):
             return
-        self.tracker.close_trial_runs(self.parent_id, self.study)
-        self.run_id = self.tracker.new_run(
-            f"trial-{trial.number}",
-            "trial",
-            self.parent_id,
-            **{TRIAL_TAG: str(trial.number), STATE_TAG: "running", STUDY_TAG: self.study.study_name,
-               WORKER: worker_name()},
-        )
-        trial.set_user_attr(RUN_ID_ATTR, self.run_id)
         trial.set_user_attr(WORKER, worker_name())
-        for key, value in {**self.fixed, **trial.params}.items():
-            self.tracker.client.log_param(self.run_id, key, value)
+        run, tracker, params = RunRef(), self.tracker, {**self.fixed, **trial.params}
+        tags = {TRIAL_TAG: str(trial.number), STATE_TAG: "running", STUDY_TAG: self.study.study_name, WORKER: worker_name()}
+
+        def create() -> None:
+            run.id = tracker.new_run(f"trial-{trial.number}", "trial", self.parent_id, **tags)
+
+        tracker.outbox.send(lambda: tracker.close_trial_runs(self.parent_id, self.study))
+        tracker.outbox.send(create)
+        tracker.outbox.send(lambda: _link(trial, run.id))
+        tracker.outbox.send(lambda: tracker.client.log_batch(run.id, params=[Param(k, str(v)) for k, v in params.items()]))
+        self.run = run
+
+
+def _link(trial: optuna.Trial, run_id: str) -> None:
+    """Record the trial's MLflow run on the trial; a trial that ended before its run was created (the
+    tracking server was away) is found by its run's tags instead (Tracker.trial_run_of)."""
+    try:
+        trial.set_user_attr(RUN_ID_ATTR, run_id)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass

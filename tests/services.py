@@ -43,14 +43,16 @@ def postgres_database(prefix: str) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def mlflow_server(backend_uri: str, artifacts: Path, log: Path, timeout: float = 120) -> Iterator[str]:
+def mlflow_server(
+    backend_uri: str, artifacts: Path, log: Path, timeout: float = 120, port: int | None = None
+) -> Iterator[str]:
     """`mlflow server` with `backend_uri` and proxied artifacts in `artifacts`; yields its URL."""
-    port = free_port()
+    port = port or free_port()
     command = [
         sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
     ]
-    with open(log, "w") as out:
+    with open(log, "a") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,10 +1,12 @@
 """Faults of the services a search stands on, made for real: PostgreSQL terminating the study's connections
-(`pg_terminate_backend`, as a restart or an idle-connection reaper does), a database that stays away, and
-commands started at the same instant on new SQLite files."""
+(`pg_terminate_backend`, as a restart or an idle-connection reaper does), a database that stays away, the
+MLflow tracking server killed for five minutes mid-trial, and commands started at the same instant on new
+SQLite files."""
 from __future__ import annotations
 
 import inspect
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -20,8 +22,10 @@ from optuna.trial import TrialState
 
 from pipeline import storage
 from pipeline.audit import audit
-from tests.conftest import TINY, pipeline_env
-from tests.services import ONE_EPOCH_SPACE, POSTGRES, postgres_database
+from tests.conftest import TINY, free_port, pipeline_env
+from tests.services import ONE_EPOCH_SPACE, POSTGRES, mlflow_server, postgres_database
+
+OUTAGE_S = 300
 
 SEARCH = [*TINY, "search.pruner=none", "search.sampler=random", "search.heartbeat_interval=1", "search.grace_period=3"]
 
@@ -142,3 +146,48 @@ def test_commands_started_at_the_same_instant_on_new_sqlite_files_all_run(tmp_pa
         for name in procs:
             study = optuna.load_study(study_name=f"s-{name}", storage=f"sqlite:///{cwd}/mlruns/optuna.db")
             assert [t.state for t in study.trials] == [TrialState.COMPLETE]
+
+
+def intermediate_values(cwd: Path) -> int:
+    """Epoch results Optuna holds (read with sqlite3, creating nothing)."""
+    db = cwd / "mlruns" / "optuna.db"
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as conn:
+            return conn.execute("select count(*) from trial_intermediate_values").fetchone()[0]
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+
+
+def test_a_tracking_server_killed_for_five_minutes_mid_trial_loses_nothing(tmp_path):
+    (tmp_path / "space.yaml").write_text("num_train_epochs: {type: categorical, choices: [3]}\n")
+    port = free_port()
+    with postgres_database("pipeline_outage") as backend:
+        server = lambda: mlflow_server(backend, tmp_path / "artifacts", tmp_path / "server.log", port=port)  # noqa: E731
+        with server() as url:
+            proc = start(tmp_path, "worker", f"tracking.uri={url}", f"search.space={tmp_path / 'space.yaml'}",
+                         "search.n_trials=2", "dataset.max_train_samples=200")
+            wait_until(lambda: intermediate_values(tmp_path) >= 1, proc, tmp_path / "worker.log")  # trial 0, epoch 1
+        killed = time.monotonic()  # the server and its workers are gone (SIGTERM, then SIGKILL)
+        while time.monotonic() - killed < OUTAGE_S:
+            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            time.sleep(2)
+        trained_meanwhile = intermediate_values(tmp_path)
+        with server() as url:
+            assert proc.wait(timeout=600) == 0, (tmp_path / "worker.log").read_text()[-3000:]
+            client = MlflowClient(url, url)
+            experiment = client.get_experiment_by_name("ag_news")
+            trial_runs = client.search_runs([experiment.experiment_id], "tags.`pipeline.role` = 'trial'")
+            assert len(trial_runs) == 2
+            for run in trial_runs:
+                history = client.get_metric_history(run.info.run_id, "eval_accuracy")
+                assert [m.step for m in sorted(history, key=lambda m: m.timestamp)] == [1, 2, 3], run.data.tags
+                assert run.info.status == "FINISHED"
+            study = optuna.load_study(study_name="ag_news-tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+            result = audit(study, client, "ag_news")
+            assert result.consistent, result.summary()
+            assert client.get_model_version_by_alias("ag_news", "champion").version == "1"
+    assert trained_meanwhile == 6, trained_meanwhile  # both trials trained all their epochs while it was away
+    log = (tmp_path / "worker.log").read_text()
+    assert "is unreachable" in log and "the worker keeps training" in log
+    back = re.search(r"is back after (\d+) s", log)
+    assert back and int(back.group(1)) >= OUTAGE_S - 30, log[-3000:]

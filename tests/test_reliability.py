@@ -228,6 +228,34 @@ def test_sigint_during_the_final_step_leaves_the_registry_as_it_was(crashed):
     assert_consistent(cwd)
 
 
+def test_a_final_step_killed_halfway_is_completed_by_the_same_command(crashed):
+    """What a SIGKILL inside the final step can leave, made from a whole one: a version without its run_id
+    tag and a parent run without pipeline.model_uri (killed after registering), then a logged model no
+    version was registered from (killed between logging and registering)."""
+    cwd, command = crashed
+    c = client(cwd)
+    parent = runs(cwd, "study")[0].info.run_id
+    best_run = search.best_trial(load_study(cwd)).user_attrs["mlflow_run_id"]
+    (version,) = [v for v in c.search_model_versions("name = 'ag_news'") if v.tags[registry.TRIAL_RUN_TAG] == best_run]
+    c.delete_model_version_tag("ag_news", version.version, registry.RUN_ID_TAG)
+    c.delete_tag(parent, registry.MODEL_URI_TAG)
+    assert run_pipeline(cwd, *command, "mode=finalize").returncode == 0
+    assert c.get_model_version("ag_news", version.version).tags[registry.RUN_ID_TAG] == parent
+    assert c.get_run(parent).data.tags[registry.MODEL_URI_TAG] == f"models:/ag_news/{version.version}"
+
+    experiment = c.get_experiment_by_name("ag_news").experiment_id
+    logged_before = {m.model_id for m in c.search_logged_models([experiment])}
+    c.delete_model_version("ag_news", version.version)  # as if killed before register_model
+    result = run_pipeline(cwd, *command, "mode=finalize")
+    assert result.returncode == 0, result.stderr[-3000:]
+    (again,) = [v for v in c.search_model_versions("name = 'ag_news'") if v.tags[registry.TRIAL_RUN_TAG] == best_run]
+    assert again.model_id == version.model_id  # the logged model registered, not a second copy
+    assert {m.model_id for m in c.search_logged_models([experiment])} == logged_before
+    assert c.get_run(parent).data.tags[registry.MODEL_URI_TAG] == f"models:/ag_news/{again.version}"
+    assert c.get_model_version_by_alias("ag_news", "champion").version == again.version
+    assert_consistent(cwd)
+
+
 def test_deferred_interrupts_finish_the_registry_block_then_raise():
     done = []
     with pytest.raises(KeyboardInterrupt):
