@@ -47,9 +47,21 @@ class Outbox:
             raise self._failure
         self._queue.put(write)
 
+    @property
+    def away(self) -> bool:
+        """The tracking server is not answering now."""
+        return self._away_since is not None
+
     def drain(self, timeout: float | None = None) -> bool:
         """Wait until every queued write has gone out; False if `timeout` came first. Raises the outage
         that made the outbox give up, if one did."""
+        sent = self.wait_sent(timeout)
+        if self._failure is not None:
+            raise self._failure
+        return sent
+
+    def wait_sent(self, timeout: float | None) -> bool:
+        """Wait until every queued write has been handled, for at most `timeout` seconds (None: no limit)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._queue.all_tasks_done:
             while self._queue.unfinished_tasks:
@@ -57,8 +69,6 @@ class Outbox:
                 if left is not None and left <= 0:
                     return False
                 self._queue.all_tasks_done.wait(left if left is not None else 1.0)
-        if self._failure is not None:
-            raise self._failure
         return True
 
     def _send_all(self) -> None:

@@ -37,11 +37,12 @@ STATE_TAG = "pipeline.state"  # running | complete | pruned | failed | interrupt
 ERROR_TAG = "pipeline.error"
 RUN_ID_ATTR = "mlflow_run_id"  # on each Optuna trial
 WORKER = "pipeline.worker"  # host:pid that ran a trial: an Optuna user attribute and an MLflow tag
-SETTLE_S = 1.0
+SETTLE_S = 1.0  # how long a new parent run waits for racing creators' runs to become visible
+LINK_WAIT_S = 30.0  # how long a trial's end waits for its run to be created, with the server up
 # At most 10 s per request, 2 retries 1 s and 2 s apart: about 35 s before a call to a dead server fails.
 SERVER_CALL_LIMITS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-}  # how long a new parent run waits for racing creators' runs to become visible
+}
 
 # Optuna's final trial state -> (MLflow status, state tag). A pruned trial is a normal outcome.
 _TRIAL_END = {
@@ -276,6 +277,18 @@ class TrialRuns(EpochMetrics):
         tracker.outbox.send(lambda: _link(trial, run.id))
         tracker.outbox.send(lambda: tracker.client.log_batch(run.id, params=[Param(k, str(v)) for k, v in params.items()]))
         self.run = run
+
+    @deferring
+    def on_train_end(self, args, state, control, **kwargs: Any) -> None:
+        """Link the trial to its run while the trial still runs (Optuna refuses attributes on an ended
+        trial), should the outbox not have done it yet; not waiting while the server is away."""
+        trial = self.trainer.trial
+        if not isinstance(trial, optuna.Trial) or self.run is None:
+            return
+        if self.run.id is None and not self.tracker.outbox.away:
+            self.tracker.outbox.wait_sent(LINK_WAIT_S)
+        if self.run.id is not None and trial.user_attrs.get(RUN_ID_ATTR) != self.run.id:
+            trial.set_user_attr(RUN_ID_ATTR, self.run.id)
 
 
 def _link(trial: optuna.Trial, run_id: str) -> None:

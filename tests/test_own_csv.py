@@ -52,3 +52,13 @@ def test_own_csv_run_twice_and_from_another_path_continues_one_study(tmp_path):
     versions = client.search_model_versions("name = 'local'")
     assert len({v.tags["pipeline.data"] for v in versions}) == 1
     assert client.get_model_version_by_alias("local", "champion").version in {v.version for v in versions}
+
+    # mode=train, twice, from the copy: each run registers a version on the same data; the champion is the best.
+    searched = len(versions)
+    for _ in range(2):
+        result = run_pipeline(work, *command(elsewhere), "mode=train")
+        assert result.returncode == 0, result.stderr[-3000:]
+    versions = client.search_model_versions("name = 'local'")
+    assert len(versions) == searched + 2 and len({v.tags["pipeline.data"] for v in versions}) == 1
+    champion = client.get_model_version_by_alias("local", "champion")
+    assert float(champion.tags["test_accuracy"]) == max(float(v.tags["test_accuracy"]) for v in versions)

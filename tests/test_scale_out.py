@@ -1,5 +1,6 @@
 """Scale-out against real services: workers sharing one Optuna study on PostgreSQL, a real `mlflow server`
-(PostgreSQL backend, proxied artifacts), racing parent-run creators, concurrent finalize, SIGKILL mid-trial."""
+(PostgreSQL backend, proxied artifacts), workers and finalize commands started at the same instant in
+several rounds, racing parent-run creators, SIGKILL mid-trial."""
 from __future__ import annotations
 
 import os
@@ -68,51 +69,75 @@ def cluster(tmp_path_factory):
             yield Cluster(cwd, optuna_db, url)
 
 
+ROUNDS = 3
+
+
+def started_together(cluster: Cluster, names: list[str], *overrides: str) -> dict[str, subprocess.Popen]:
+    """One process per name, released by one barrier: the same instant, not one after another."""
+    barrier, started = threading.Barrier(len(names)), {}
+
+    def launch(name: str) -> None:
+        barrier.wait(timeout=60)
+        started[name] = cluster.start(name, *overrides)
+
+    threads = [threading.Thread(target=launch, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return started
+
+
 @pytest.fixture(scope="module")
 def three_workers(cluster):
-    """3 workers x 2 trials of study `shared`, started together; then two finalize commands at once."""
-    study = "search.study_name=shared"
-    workers = {f"worker{i}": cluster.start(f"worker{i}", study, "search.n_trials=2") for i in range(3)}
-    for name, process in workers.items():
-        cluster.wait(name, process)
-    finalizers = {f"finalize{i}": cluster.start(f"finalize{i}", study, "mode=finalize") for i in range(2)}
-    for name, process in finalizers.items():
-        cluster.wait(name, process)
+    """Three rounds, each a new study and registered model: 3 workers x 1 trial started at the same
+    instant, then finalize (two at the same instant in the first round)."""
+    for round_ in range(ROUNDS):
+        study = [f"search.study_name=shared{round_}", f"registry.name=ag_news{round_}"]
+        names = [f"r{round_}-worker{i}" for i in range(3)]
+        for name, process in started_together(cluster, names, *study, "search.n_trials=1").items():
+            cluster.wait(name, process)
+        names = [f"r{round_}-finalize{i}" for i in range(2 if round_ == 0 else 1)]
+        for name, process in started_together(cluster, names, *study, "mode=finalize").items():
+            cluster.wait(name, process)
     return cluster
 
 
-def test_three_workers_share_one_study_with_distinct_trials(three_workers):
-    trials = three_workers.study("shared").trials
-    assert sorted(t.number for t in trials) == list(range(6))
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_three_workers_share_one_study_with_distinct_trials(three_workers, round_):
+    trials = three_workers.study(f"shared{round_}").trials
+    assert sorted(t.number for t in trials) == list(range(3))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
-    assert len({t.user_attrs[WORKER] for t in trials}) == 3  # each worker ran its 2 trials
+    assert len({t.user_attrs[WORKER] for t in trials}) == 3  # each worker ran one trial
     # Workers that start together still sample apart (trial 0 is the enqueued starting point).
-    assert len({t.params["learning_rate"] for t in trials[1:]}) == 5
+    assert len({t.params["learning_rate"] for t in trials[1:]}) == 2
 
 
-def test_all_trials_are_child_runs_of_one_parent_on_the_server(three_workers):
-    (parent,) = three_workers.runs("study", "shared")
-    children = three_workers.runs("trial", "shared")
-    assert sorted(int(r.data.tags[TRIAL_TAG]) for r in children) == list(range(6))
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_all_trials_are_child_runs_of_one_parent_on_the_server(three_workers, round_):
+    (parent,) = three_workers.runs("study", f"shared{round_}")
+    children = three_workers.runs("trial", f"shared{round_}")
+    assert sorted(int(r.data.tags[TRIAL_TAG]) for r in children) == list(range(3))
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
     assert {r.info.status for r in children} == {"FINISHED"}
-    by_run = {t.user_attrs["mlflow_run_id"]: t for t in three_workers.study("shared").trials}
+    by_run = {t.user_attrs["mlflow_run_id"]: t for t in three_workers.study(f"shared{round_}").trials}
     assert sorted(by_run) == sorted(r.info.run_id for r in children)
     assert parent.info.status == "FINISHED"
 
 
-def test_concurrent_finalize_leaves_one_champion_on_the_best_version(three_workers):
-    client = three_workers.client
-    versions = client.search_model_versions("name = 'ag_news'")
+@pytest.mark.parametrize("round_", range(ROUNDS))
+def test_concurrent_finalize_leaves_one_champion_on_the_best_version(three_workers, round_):
+    client, name = three_workers.client, f"ag_news{round_}"
+    versions = client.search_model_versions(f"name = '{name}'")
     # Each worker's final step registers the best trial it sees, unless another worker already did. The
-    # last worker sees every trial, so both finalize commands (started after it) find the best registered.
-    best = search.best_trial(three_workers.study("shared"))
+    # last worker sees every trial, so the finalize commands (started after it) find the best registered.
+    best = search.best_trial(three_workers.study(f"shared{round_}"))
     assert best.user_attrs["mlflow_run_id"] in {v.tags[TRIAL_RUN_TAG] for v in versions}
     assert 1 <= len(versions) <= 3
-    for i in range(2):
-        assert "already registered as models:/ag_news/" in (three_workers.cwd / f"finalize{i}.log").read_text()
-    champion = client.get_model_version_by_alias("ag_news", "champion")
-    holders = [v for v in versions if "champion" in client.get_model_version("ag_news", v.version).aliases]
+    for log in three_workers.cwd.glob(f"r{round_}-finalize*.log"):
+        assert f"already registered as models:/{name}/" in log.read_text()
+    champion = client.get_model_version_by_alias(name, "champion")
+    holders = [v for v in versions if "champion" in client.get_model_version(name, v.version).aliases]
     assert [v.version for v in holders] == [champion.version]
     assert float(champion.tags[TEST_METRIC]) == max(float(v.tags[TEST_METRIC]) for v in versions)
 
@@ -203,7 +228,7 @@ def test_a_worker_that_waits_on_another_workers_uncommitted_schema_still_opens_t
         with ThreadPoolExecutor(1) as pool, rival.connect() as other:
             with other.begin():
                 models.BaseModel.metadata.create_all(other)
-                opening = pool.submit(search.storage, SearchConfig(storage=url))
+                opening = pool.submit(storage.open_storage, SearchConfig(storage=url))
                 time.sleep(1.5)  # long enough for the opener to block on our CREATE TYPE
                 assert not opening.done()
             rdb = opening.result(timeout=60)
