@@ -134,15 +134,3 @@ def test_search_timeout_starts_no_trial_after_it_runs_out(tmp_path):
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]  # a trial takes longer than 1 s
     assert len(runs_by_role(mlflow_client(tmp_path), "trial")) == 1
-
-
-def test_multirun_with_two_models_gives_two_parent_runs_in_one_experiment(tmp_path):
-    result = run_pipeline(tmp_path, "-m", *TINY, "model=tiny,minilm", "search.n_trials=1", "trainer.num_train_epochs=1")
-    assert result.returncode == 0, result.stderr[-3000:]
-    client = mlflow_client(tmp_path)
-    parents = runs_by_role(client, "study")
-    assert sorted(p.info.run_name for p in parents) == ["ag_news-minilm", "ag_news-tiny"]
-    assert all(p.info.status == "FINISHED" for p in parents)
-    children = runs_by_role(client, "trial")
-    assert sorted(c.data.tags["mlflow.parentRunId"] for c in children) == sorted(p.info.run_id for p in parents)
-    assert len(client.search_experiments()) == 2  # "Default" and ag_news

@@ -62,3 +62,25 @@ def test_own_csv_run_twice_and_from_another_path_continues_one_study(tmp_path):
     assert len(versions) == searched + 2 and len({v.tags["pipeline.data"] for v in versions}) == 1
     champion = client.get_model_version_by_alias("local", "champion")
     assert float(champion.tags["test_accuracy"]) == max(float(v.tags["test_accuracy"]) for v in versions)
+
+
+def test_a_multirun_run_twice_continues_each_of_its_studies(tmp_path):
+    """The README's `-m ... model=minilm,tiny`: one search per job; the same multirun again adds a trial to each."""
+    work = tmp_path / "project"
+    work.mkdir()
+    data = write_reviews(tmp_path / "data" / "reviews.csv")
+    for _ in range(2):
+        result = run_pipeline(work, "-m", *command(data), "model=tiny,minilm")
+        assert result.returncode == 0, result.stderr[-3000:]
+    for study_name in ("local-tiny", "local-minilm"):
+        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{work}/mlruns/optuna.db")
+        assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    client = MlflowClient(uri, uri)
+    experiment = client.get_experiment_by_name("local")
+    parents = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'study'")
+    assert sorted(p.info.run_name for p in parents) == ["local-minilm", "local-tiny"]
+    assert all(p.info.status == "FINISHED" for p in parents)
+    children = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
+    assert sorted(c.data.tags["mlflow.parentRunId"] for c in children) == sorted(2 * [p.info.run_id for p in parents])
+    assert [e.name for e in client.search_experiments()] == ["local", "Default"]
