@@ -21,10 +21,10 @@ import statistics
 
 import harness
 import optuna
-
-from pipeline import search
-from pipeline.workers import TrialSeededSampler
 from sweep_to_best import grid_of
+
+from pipeline.space import Param, hp_space, load_space
+from pipeline.study import TrialSeededSampler, make_pruner, make_sampler, open_study
 
 
 def load_grid(storage: str) -> list[optuna.trial.FrozenTrial]:
@@ -36,7 +36,7 @@ def duration(trial: optuna.trial.FrozenTrial) -> float:
     return (trial.datetime_complete - trial.datetime_start).total_seconds()
 
 
-def nearest(trials: list[optuna.trial.FrozenTrial], params: dict, space: list[search.Param]):
+def nearest(trials: list[optuna.trial.FrozenTrial], params: dict, space: list[Param]):
     """The recorded trial closest to `params`: same categorical and int values, nearest float values."""
     def distance(trial: optuna.trial.FrozenTrial) -> float:
         far = 0.0
@@ -52,14 +52,14 @@ def nearest(trials: list[optuna.trial.FrozenTrial], params: dict, space: list[se
 
 
 def replay(
-    cfg, grid: list[optuna.trial.FrozenTrial], space: list[search.Param], seed: int, budget_s: float, n_trials: int
+    cfg, grid: list[optuna.trial.FrozenTrial], space: list[Param], seed: int, budget_s: float, n_trials: int
 ) -> tuple[int, list[tuple[float, int, float]]]:
     """One search: its trial count, and (seconds when it finished, number, value) of each completed trial."""
     clock, finished = 0.0, []
 
     def objective(trial: optuna.Trial) -> float:
         nonlocal clock
-        recorded = nearest(grid, search.hp_space(space)(trial), space)
+        recorded = nearest(grid, hp_space(space)(trial), space)
         seconds = duration(recorded)
         epochs = len(recorded.intermediate_values)
         for epoch, value in sorted(recorded.intermediate_values.items()):
@@ -71,9 +71,9 @@ def replay(
         finished.append((clock, trial.number, recorded.value))
         return recorded.value
 
-    study = search.open_study(cfg.search, space, optuna.storages.InMemoryStorage(), {**cfg.trainer})
-    sampler = TrialSeededSampler(lambda trial_seed: search.make_sampler(cfg.search, trial_seed), seed)
-    study.sampler, study.pruner = sampler, search.make_pruner(cfg.search)
+    study = open_study(cfg.search, space, optuna.storages.InMemoryStorage(), {**cfg.trainer})
+    sampler = TrialSeededSampler(lambda trial_seed: make_sampler(cfg.search, trial_seed), seed)
+    study.sampler, study.pruner = sampler, make_pruner(cfg.search)
     study.optimize(objective, n_trials=n_trials, callbacks=[lambda s, _: clock >= budget_s and s.stop()])
     return len(study.trials), finished
 
@@ -89,7 +89,7 @@ def main() -> None:
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     cfg = harness.config(*args.overrides)
-    space = search.load_space(cfg.search.space)
+    space = load_space(cfg.search.space)
     recorded = load_grid(args.grid_storage)
     values = grid_of(space, args.float_points)
     wanted = [dict(zip(values, point)) for point in itertools.product(*values.values())]

@@ -1,7 +1,7 @@
 """Wall time to the best validation accuracy: the pipeline's default search vs a full grid without pruning
 over the same space, on the same data and model, in one process.
 
-The search is the pipeline's own code on its default space (`sweeps/<search.space>.yaml`): `search.open_study`
+The search is the pipeline's own code on its default space (`sweeps/<search.space>.yaml`): `open_study`
 with the experiment's starting point enqueued as trial 0, then `search.run` (TPE + per-epoch median
 pruning). The grid is the plain loop a user would write over that space: every choice of a categorical,
 every value of an int range, and `--float-points` values of a float range (log-spaced for a log range).
@@ -26,9 +26,11 @@ import numpy as np
 import optuna
 
 from pipeline import search, train
+from pipeline.space import Param, hp_space, load_space
+from pipeline.study import DIRECTION, open_study
 
 
-def grid_of(space: list[search.Param], float_points: int) -> dict[str, list]:
+def grid_of(space: list[Param], float_points: int) -> dict[str, list]:
     """The values a plain loop over `space` would try."""
     grid = {}
     for param in space:
@@ -49,11 +51,11 @@ def new_trainer(cfg, prep: harness.Prepared, out: str) -> train.PipelineTrainer:
 
 def run_grid(cfg, prep: harness.Prepared, grid: dict[str, list], storage: str | None) -> optuna.Study:
     """Every point of the grid, in the grid sampler's order, none pruned."""
-    study = optuna.create_study(direction=search.DIRECTION, study_name="grid", storage=storage)
-    space = [search.Param(name, "categorical", choices=tuple(values)) for name, values in grid.items()]
+    study = optuna.create_study(direction=DIRECTION, study_name="grid", storage=storage)
+    space = [Param(name, "categorical", choices=tuple(values)) for name, values in grid.items()]
     with tempfile.TemporaryDirectory() as out:
         new_trainer(cfg, prep, out).hyperparameter_search(
-            hp_space=search.hp_space(space), compute_objective=train.objective, direction=search.DIRECTION,
+            hp_space=hp_space(space), compute_objective=train.objective, direction=DIRECTION,
             n_trials=len(list(itertools.product(*grid.values()))), backend="optuna", study_name="grid",
             storage=study._storage, load_if_exists=True,
             sampler=optuna.samplers.GridSampler(grid, seed=cfg.seed), pruner=optuna.pruners.NopPruner(),
@@ -61,11 +63,11 @@ def run_grid(cfg, prep: harness.Prepared, grid: dict[str, list], storage: str | 
     return study
 
 
-def run_pipeline_search(cfg, prep: harness.Prepared, space: list[search.Param], seed: int) -> optuna.Study:
+def run_pipeline_search(cfg, prep: harness.Prepared, space: list[Param], seed: int) -> optuna.Study:
     """The pipeline's own study and search code (search.n_trials trials), on an in-memory storage."""
-    study = search.open_study(cfg.search, space, optuna.storages.InMemoryStorage(), {**cfg.trainer})
+    study = open_study(cfg.search, space, optuna.storages.InMemoryStorage(), {**cfg.trainer})
     with tempfile.TemporaryDirectory() as out:
-        search.run(new_trainer(cfg, prep, out), cfg.search, space, study, seed)
+        search.optimize(new_trainer(cfg, prep, out), cfg.search, space, study, seed)
     return study
 
 
@@ -119,7 +121,7 @@ def main() -> None:
         f"dataset.max_eval_samples={args.eval_samples}",
     )
     prep = harness.prepare(cfg)
-    space = search.load_space(cfg.search.space)
+    space = load_space(cfg.search.space)
     grid = grid_of(space, args.float_points)
     points = len(list(itertools.product(*grid.values())))
     studies = {f"grid ({points} points), no pruning": run_grid(cfg, prep, grid, args.grid_storage)}

@@ -14,8 +14,10 @@ import time
 import harness
 import optuna
 
-from pipeline import search, train
+from pipeline import train
 from pipeline.schema import TrackingConfig
+from pipeline.space import Param, hp_space
+from pipeline.study import DIRECTION
 from pipeline.tracking import Tracker, TrialRuns
 
 
@@ -23,8 +25,8 @@ def one_search(cfg, prep: harness.Prepared, tracker: Tracker | None, logging_ste
     """Seconds for a one-trial search of the fixed trainer values, with or without tracking."""
     with tempfile.TemporaryDirectory() as out:
         storage = optuna.storages.InMemoryStorage()
-        space = [search.Param("num_train_epochs", "categorical", choices=(cfg.trainer.num_train_epochs,))]
-        study = optuna.create_study(study_name="s", storage=storage, direction=search.DIRECTION)
+        space = [Param("num_train_epochs", "categorical", choices=(cfg.trainer.num_train_epochs,))]
+        study = optuna.create_study(study_name="s", storage=storage, direction=DIRECTION)
         started = time.perf_counter()
         args = train.training_args(cfg.trainer, out, cfg.seed, disable_tqdm=True, logging_steps=logging_steps)
         trainer = train.build_trainer(args, prep.model_init, prep.tokenized, prep.tokenizer)
@@ -32,8 +34,8 @@ def one_search(cfg, prep: harness.Prepared, tracker: Tracker | None, logging_ste
             parent = tracker.study_run(f"s-{time.time_ns()}")
             trainer.add_callback(TrialRuns(tracker, parent, study, trainer, {"model": cfg.model.name}))
         trainer.hyperparameter_search(
-            hp_space=search.hp_space(space), compute_objective=train.objective, n_trials=1,
-            direction=search.DIRECTION, backend="optuna", study_name="s", storage=storage, load_if_exists=True,
+            hp_space=hp_space(space), compute_objective=train.objective, n_trials=1,
+            direction=DIRECTION, backend="optuna", study_name="s", storage=storage, load_if_exists=True,
         )
         if tracker:
             tracker.outbox.drain()  # every write sent, as a search's end waits for them

@@ -15,7 +15,8 @@ from rich.table import Table
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from pipeline.train import training_done
+from pipeline.train import OBJECTIVE
+from pipeline.trainer_internals import current_trial, training_done
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +85,11 @@ class TrialProgress(TrainerCallback):
         self.trial_started, self.accuracies = time.monotonic(), []
 
     def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if metrics and "eval_accuracy" in metrics:
-            self.accuracies.append(metrics["eval_accuracy"])
+        if metrics and OBJECTIVE in metrics:
+            self.accuracies.append(metrics[OBJECTIVE])
 
     def on_train_end(self, args, state, control, **kwargs: Any) -> None:
-        trial = self.trainer.trial
+        trial = current_trial(self.trainer)
         if not isinstance(trial, optuna.Trial):
             return
         self.done += 1
@@ -101,7 +102,7 @@ class TrialProgress(TrainerCallback):
         left = time_left(elapsed, self.done, self.n_trials, self.timeout)
         accuracies = " ".join(f"{a:.3f}" for a in self.accuracies) or "-"
         return (
-            f"trial {self.done}/{self.n_trials} (#{number}) {params_text(params)} | eval_accuracy by epoch: "
+            f"trial {self.done}/{self.n_trials} (#{number}) {params_text(params)} | {OBJECTIVE} by epoch: "
             f"{accuracies} | {outcome} in {_clock(now - self.trial_started)} | "
             f"elapsed {_clock(elapsed)}, ~{_clock(left)} left"
         )

@@ -1,24 +1,20 @@
-"""Best trial -> final model -> test score -> saved, logged and registered; the champion rule."""
+"""The model registry: a scored model logged and registered with its provenance, the champion rule, and
+the checks that keep versions comparable (same data) and a rerun from registering twice."""
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
-from typing import Any
 
 import mlflow
 from mlflow.entities import LoggedModel, LoggedModelStatus
-from datasets import DatasetDict
 from mlflow.models import infer_signature
-from transformers import AutoModelForSequenceClassification
-from transformers.trainer_utils import PredictionOutput
 
-from pipeline import interrupts, train
+from pipeline import interrupts
 from pipeline.data import is_content_fingerprint
 from pipeline.errors import PipelineError
-from pipeline.outbox import RunRef
-from pipeline.tracking import EpochMetrics, Tracker, duplicate_key
+from pipeline.schema import RegistryConfig
+from pipeline.tracking import Tracker, duplicate_key
+from pipeline.train import PipelineTrainer
 
 TEST_METRIC = "test_accuracy"
 F1_METRIC = "test_f1_macro"
@@ -40,71 +36,48 @@ class FinalModel:
     champion: str  # the version that holds the alias afterwards
 
 
-def final_model(
-    params: dict[str, Any],
-    checkpoint: Path | None,
-    build: Callable[[dict[str, Any], list], train.PipelineTrainer],
-    tracker: Tracker,
-    run_id: str,
-) -> train.PipelineTrainer:
-    """A Trainer holding the final model: the kept checkpoint of the best trial, else retrained with `params`."""
-    if checkpoint is not None:
-        trainer = build(params, [])
-        trainer.model = AutoModelForSequenceClassification.from_pretrained(checkpoint).to(trainer.args.device)
-        return trainer
-    trainer = build(params, [EpochMetrics(tracker, RunRef(run_id), prefix="final_")])
-    trainer.train()
-    tracker.outbox.drain()  # its per-epoch metrics are in MLflow before the model is logged
-    return trainer
+@dataclass(frozen=True)
+class Source:
+    """Where a version comes from."""
+
+    run_id: str  # the MLflow run it is logged to
+    data_fingerprint: str  # data.fingerprint of the splits it was trained and scored on
+    trial_run_id: str | None = None  # from a search: its best trial's MLflow run
 
 
-def predict_test(trainer: train.PipelineTrainer, tokenized: DatasetDict) -> PredictionOutput:
-    """The one look at the test split: metrics and the predictions (for the confusion matrix)."""
-    return trainer.predict(tokenized["test"], metric_key_prefix="test")
-
-
-def scores(prediction: PredictionOutput) -> dict[str, float]:
-    return {k: v for k, v in prediction.metrics.items() if k in (TEST_METRIC, F1_METRIC, "test_loss")}
-
-
-def save_and_register(
-    trainer: train.PipelineTrainer,
-    metrics: dict[str, float],
-    directory: Path,
-    tracker: Tracker,
-    run_id: str,
-    name: str,
-    alias: str,
-    data_id: str,
-    trial_run_id: str | None = None,
+def register(
+    trainer: PipelineTrainer, metrics: dict[str, float], tracker: Tracker, cfg: RegistryConfig, source: Source
 ) -> FinalModel:
-    """Save with the tokenizer, log to `run_id` as an MLflow model, register it and apply the champion rule."""
-    trainer.save_model(str(directory))  # model + tokenizer (processing_class)
+    """Log the trained model to `source.run_id` as an MLflow model, register it and apply the champion rule."""
+    run_id, trial_run_id, name = source.run_id, source.trial_run_id, cfg.name
     tracker.log_metrics(run_id, metrics)
+    # An earlier final step of this trial may have logged it, and been killed before registering it.
     logged = logged_before(tracker, run_id, trial_run_id)
-    if logged is None:
-        signature = infer_signature(["some text"], [{"label": "a label", "score": 0.5}])
-        with mlflow.start_run(run_id=run_id, nested=True):
-            logged_uri = mlflow.transformers.log_model(
-                transformers_model={"model": trainer.model, "tokenizer": trainer.processing_class},
-                name="model",
-                task="text-classification",
-                signature=signature,
-                pip_requirements=PIP_REQUIREMENTS,
-                tags={TRIAL_RUN_TAG: trial_run_id} if trial_run_id else None,
-            ).model_uri
-    else:  # an earlier final step of this trial logged it and was killed before registering it
-        logged_uri = f"models:/{logged.model_id}"
+    logged_uri = f"models:/{logged.model_id}" if logged else log_model(trainer, run_id, trial_run_id)
     with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
-        tags = {TEST_METRIC: str(metrics[TEST_METRIC]), F1_METRIC: str(metrics[F1_METRIC]), DATA_TAG: data_id}
+        tags = {TEST_METRIC: str(metrics[TEST_METRIC]), F1_METRIC: str(metrics[F1_METRIC]), DATA_TAG: source.data_fingerprint}
         if trial_run_id:
             tags[TRIAL_RUN_TAG] = trial_run_id
         registered = mlflow.register_model(logged_uri, name, tags=tags)
         tracker.client.set_model_version_tag(name, registered.version, RUN_ID_TAG, run_id)
-        champion = promote(tracker, name, alias)
+        champion = promote(tracker, name, cfg.alias)
     model_uri = f"models:/{name}/{registered.version}"
     tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
     return FinalModel(metrics, model_uri, registered.version, champion)
+
+
+def log_model(trainer: PipelineTrainer, run_id: str, trial_run_id: str | None) -> str:
+    """Log the model and its tokenizer to `run_id` as an MLflow transformers model; its URI."""
+    signature = infer_signature(["some text"], [{"label": "a label", "score": 0.5}])
+    with mlflow.start_run(run_id=run_id, nested=True):
+        return mlflow.transformers.log_model(
+            transformers_model={"model": trainer.model, "tokenizer": trainer.processing_class},
+            name="model",
+            task="text-classification",
+            signature=signature,
+            pip_requirements=PIP_REQUIREMENTS,
+            tags={TRIAL_RUN_TAG: trial_run_id} if trial_run_id else None,
+        ).model_uri
 
 
 def logged_before(tracker: Tracker, run_id: str, trial_run_id: str | None) -> LoggedModel | None:
@@ -120,13 +93,13 @@ def logged_before(tracker: Tracker, run_id: str, trial_run_id: str | None) -> Lo
     return min(ready, key=lambda m: m.creation_timestamp) if ready else None
 
 
-def check_data(tracker: Tracker, name: str, data_id: str) -> None:
+def check_data(tracker: Tracker, name: str, data_fingerprint: str) -> None:
     """Refuse to add to a registered model whose versions were scored on other data: the champion rule
     ranks versions by test accuracy, which compares only on the same test rows. (Versions untagged, or
     tagged with the older path-dependent fingerprint, cannot tell, and are taken as they are.)"""
     versions = tracker.client.search_model_versions(f"name = '{name}'")
     tagged = [v for v in versions if is_content_fingerprint(v.tags.get(DATA_TAG, ""))]
-    other = [v for v in tagged if v.tags[DATA_TAG] != data_id]
+    other = [v for v in tagged if v.tags[DATA_TAG] != data_fingerprint]
     if other:
         first = min(other, key=lambda v: int(v.version))
         raise PipelineError(
@@ -136,14 +109,13 @@ def check_data(tracker: Tracker, name: str, data_id: str) -> None:
         )
 
 
-def registered_from(
-    tracker: Tracker, name: str, alias: str, trial_run_id: str | None, run_id: str
-) -> FinalModel | None:
+def registered_from(tracker: Tracker, cfg: RegistryConfig, trial_run_id: str | None, run_id: str) -> FinalModel | None:
     """The version an earlier run registered from the same best trial, if any: a rerun whose best trial
     did not change would only score the same weights again and store another copy of them. The version's
     tags and the run's `pipeline.model_uri` are completed if a killed final step left them out."""
     if not trial_run_id:
         return None
+    name = cfg.name
     versions = tracker.client.search_model_versions(f"name = '{name}'")
     found = [v for v in versions if v.tags.get(TRIAL_RUN_TAG) == trial_run_id and TEST_METRIC in v.tags]
     if not found:
@@ -155,7 +127,7 @@ def registered_from(
     if RUN_ID_TAG not in version.tags:
         tracker.client.set_model_version_tag(name, version.version, RUN_ID_TAG, version.run_id or run_id)
     tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
-    return FinalModel(metrics, model_uri, version.version, promote(tracker, name, alias))
+    return FinalModel(metrics, model_uri, version.version, promote(tracker, name, cfg.alias))
 
 
 def promote(tracker: Tracker, name: str, alias: str) -> str:

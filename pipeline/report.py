@@ -17,8 +17,9 @@ from optuna.trial import TrialState
 from sklearn.metrics import ConfusionMatrixDisplay
 from transformers.trainer_utils import PredictionOutput
 
-from pipeline import search
+from pipeline.study import best_trial
 from pipeline.tracking import RUN_ID_ATTR, Tracker
+from pipeline.train import OBJECTIVE
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,6 @@ PLOTS_DIR = "plots"
 TRIALS_TABLE = "trials.csv"
 BEST_PARAMS = "best_params.json"
 CONFUSION_MATRIX = "confusion_matrix.png"
-TARGET = "eval_accuracy"  # the study's objective, as MLflow names it
 
 # Artifact name -> optuna.visualization function name; each is drawn twice: Plotly HTML and matplotlib PNG.
 PLOTS = {
@@ -52,8 +52,8 @@ def log_study(tracker: Tracker, run_id: str, study: optuna.Study) -> list[str]:
         made.append(name)
     tracker.client.log_text(run_id, trials_table(study), TRIALS_TABLE)
     if study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
-        best = search.best_trial(study)
-        tracker.client.log_dict(run_id, {"trial": best.number, TARGET: best.value, "params": best.params}, BEST_PARAMS)
+        best = best_trial(study)
+        tracker.client.log_dict(run_id, {"trial": best.number, OBJECTIVE: best.value, "params": best.params}, BEST_PARAMS)
     return made
 
 
@@ -62,7 +62,7 @@ def _draw(module, function: str, study: optuna.Study):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if function == "plot_intermediate_values":  # its values are per-epoch accuracies already
             return getattr(module, function)(study)
-        return getattr(module, function)(study, target_name=TARGET)
+        return getattr(module, function)(study, target_name=OBJECTIVE)
 
 
 def _cannot_plot(name: str, study: optuna.Study) -> str | None:

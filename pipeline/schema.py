@@ -98,7 +98,4 @@ class Config:
 
 def register() -> None:
     """Store the schema so `conf/config.yaml` can extend it (`defaults: [schema, ...]`)."""
-    cs = ConfigStore.instance()
-    cs.store(name="schema", node=Config)
-    cs.store(group="dataset", name="schema", node=DatasetConfig)
-    cs.store(group="model", name="schema", node=ModelConfig)
+    ConfigStore.instance().store(name="schema", node=Config)

@@ -12,13 +12,12 @@ from typing import Any
 
 import optuna
 import sqlalchemy
-from optuna.storages import RDBStorage
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from pipeline.errors import PipelineError
 from pipeline.file_lock import sqlite_creation_lock
 from pipeline.schema import SearchConfig
 from pipeline.secrets import redact
-from pipeline.workers import RetryStaleTrial
 
 log = logging.getLogger(__name__)
 SCHEMA_RACE_RETRIES = 3  # workers opening a new database at once race to create its tables; losers retry
@@ -134,6 +133,17 @@ def _reason(err: BaseException) -> str:
     cause = getattr(cause, "orig", None) or cause
     text = str(cause).strip()
     return redact(text.splitlines()[0] if text else type(cause).__name__)[:200]
+
+
+class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry of a dead worker's trial, except one whose values lie outside the search space (the
+    configured starting point may): Optuna cannot re-create it, and the error would stop the worker."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        try:
+            super().__call__(study, trial)
+        except ValueError as err:
+            log.warning("trial %d failed (its worker died) and is not retried: %s", trial.number, err)
 
 
 def open_storage(cfg: SearchConfig) -> ReconnectingStorage:

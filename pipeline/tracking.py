@@ -28,7 +28,9 @@ from pipeline.interrupts import deferring
 from pipeline.outbox import Outbox, RunRef
 from pipeline.schema import TrackingConfig
 from pipeline.secrets import redact
-from pipeline.workers import worker_name
+from pipeline.study import worker_name
+from pipeline.train import OBJECTIVE
+from pipeline.trainer_internals import current_trial
 
 ROLE_TAG = "pipeline.role"  # study | trial | train
 STUDY_TAG = "pipeline.study"
@@ -45,11 +47,12 @@ SERVER_CALL_LIMITS = {
 }
 
 # Optuna's final trial state -> (MLflow status, state tag). A pruned trial is a normal outcome.
-_TRIAL_END = {
+TRIAL_END = {
     TrialState.COMPLETE: (RunStatus.FINISHED, "complete"),
     TrialState.PRUNED: (RunStatus.FINISHED, "pruned"),
     TrialState.FAIL: (RunStatus.FAILED, "failed"),
 }
+INTERRUPTED = (RunStatus.KILLED, "interrupted")  # a FAIL trial whose worker was interrupted (Ctrl-C, SIGTERM)
 
 
 class Tracker:
@@ -178,10 +181,10 @@ class Tracker:
                 self._end_trial_run(self.new_run(f"trial-{trial.number}", "trial", parent_id, **tags), trial, interrupted)
 
     def _end_trial_run(self, run_id: str, trial: optuna.trial.FrozenTrial, interrupted: bool) -> None:
-        status, state = _TRIAL_END[trial.state]
+        status, state = TRIAL_END[trial.state]
         error = trial.user_attrs.get("error")
         if interrupted and trial.state == TrialState.FAIL:
-            status, state = RunStatus.KILLED, "interrupted"
+            status, state = INTERRUPTED
         elif trial.state == TrialState.FAIL and error is None:
             error = "the worker stopped (killed or lost) during this trial; Optuna failed it after search.grace_period"
         self.set_tag(run_id, STATE_TAG, state)
@@ -236,7 +239,7 @@ class EpochMetrics(TrainerCallback):
         if self.run is None or not state.is_world_process_zero:
             return
         epoch = round(state.epoch or 0)
-        logged = {self.prefix + k: v for k, v in (metrics or {}).items() if k in ("eval_accuracy", "eval_loss", "eval_f1_macro")}
+        logged = {self.prefix + k: v for k, v in (metrics or {}).items() if k in (OBJECTIVE, "eval_loss", "eval_f1_macro")}
         self._send_metrics(logged, epoch)
 
     @deferring
@@ -262,7 +265,7 @@ class TrialRuns(EpochMetrics):
 
     @deferring
     def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
-        trial = self.trainer.trial
+        trial = current_trial(self.trainer)
         if not isinstance(trial, optuna.Trial):
             return
         trial.set_user_attr(WORKER, worker_name())
@@ -282,7 +285,7 @@ class TrialRuns(EpochMetrics):
     def on_train_end(self, args, state, control, **kwargs: Any) -> None:
         """Link the trial to its run while the trial still runs (Optuna refuses attributes on an ended
         trial), should the outbox not have done it yet; not waiting while the server is away."""
-        trial = self.trainer.trial
+        trial = current_trial(self.trainer)
         if not isinstance(trial, optuna.Trial) or self.run is None:
             return
         if self.run.id is None and not self.tracker.outbox.away:

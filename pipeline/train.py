@@ -1,9 +1,8 @@
-"""Training arguments from conf/trainer, compute_metrics, and the Trainer (with optional FGM)."""
+"""Training arguments from conf/trainer, compute_metrics, and the Trainer the pipeline trains with."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,18 +14,17 @@ from sklearn.metrics import accuracy_score, f1_score
 from transformers import (
     DataCollatorWithPadding,
     EvalPrediction,
-    Trainer,
     TrainerCallback,
-    TrainerState,
     TrainingArguments,
 )
 
+from pipeline import fgm
 from pipeline.errors import PipelineError
-from pipeline.interrupts import deferring
+from pipeline.trainer_internals import EpochReports, current_trial
 
 # What the pipeline decides, whatever conf/trainer says: per-epoch evaluation (the search objective and
 # MLflow's per-epoch curves), no per-trial checkpoints (only the best trial's weights are kept, by
-# search.KeepBestTrial), MLflow through our own trial-aware callback, and raw losses so NaN is seen.
+# checkpoints.KeepBestTrial), MLflow through our own trial-aware callback, and raw losses so NaN is seen.
 FIXED_ARGS: dict[str, Any] = {
     "eval_strategy": "epoch",
     "save_strategy": "no",
@@ -76,45 +74,27 @@ def compute_metrics(prediction: EvalPrediction) -> dict[str, float]:
     }
 
 
+OBJECTIVE = "eval_accuracy"  # what the search maximises, as the Trainer and MLflow name it
+
+
 def objective(metrics: dict[str, float]) -> float:
     """What the search maximises: validation accuracy (not the Trainer's default sum of all metrics)."""
-    return metrics["eval_accuracy"]
+    return metrics[OBJECTIVE]
 
 
-def training_done(state: TrainerState) -> bool:
-    """All steps trained: the trial completes (the Trainer also calls on_train_end just before a prune)."""
-    return state.global_step >= state.max_steps
-
-
-class PipelineTrainer(Trainer):
-    """A Trainer that reports to Optuna once per epoch and records why a trial failed."""
+class PipelineTrainer(EpochReports):
+    """A Trainer that reports to Optuna once per epoch, records why a trial failed, and trains with FGM when asked."""
 
     @property
     def trial(self) -> optuna.Trial | None:
         """The Optuna trial being trained, None outside a search."""
-        return getattr(self, "_trial", None)
-
-    @deferring  # an Optuna write
-    def _report_to_hp_search(self, trial, step: int, metrics: dict[str, float]) -> None:
-        # The Trainer reports at global_step; with batch size searched, step N means different amounts of
-        # data per trial. Reporting at the epoch makes the pruner compare trials after equal training.
-        epoch = round(self.state.epoch or 0)
-        if isinstance(trial, optuna.Trial) and training_done(self.state):
-            # Training is over: pruning now saves nothing and would discard a finished model, so the
-            # last report only records the value (later trials are judged against it).
-            self.objective = self.compute_objective(metrics)
-            trial.report(self.objective, epoch)
-            return
-        super()._report_to_hp_search(trial, epoch, metrics)
+        return current_trial(self)
 
     def training_step(self, model, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.args.fgm_epsilon > 0:
-            # The same step again on nudged embeddings: its gradients add to the clean ones (the
-            # Trainer's own backward, so gradient accumulation and DDP stay right); the loss logged is
-            # the clean one.
-            with nudged_embeddings(self.model, self.args.fgm_epsilon):
-                super().training_step(model, inputs, num_items_in_batch)
+        clean_step = super().training_step
+        loss = clean_step(model, inputs, num_items_in_batch)
+        if self.args.fgm_epsilon > 0:  # the loss logged is the clean step's
+            fgm.step_again_nudged(lambda: clean_step(model, inputs, num_items_in_batch), self.model, self.args.fgm_epsilon)
         return loss
 
     def train(self, *args: Any, trial: optuna.Trial | None = None, **kwargs: Any):
@@ -125,25 +105,6 @@ class PipelineTrainer(Trainer):
             if isinstance(trial, optuna.Trial) and not isinstance(err, optuna.TrialPruned):
                 trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
             raise
-
-
-@contextmanager
-def nudged_embeddings(model, epsilon: float) -> Iterator[None]:
-    """The word embeddings moved by `epsilon` (L2 norm) along their gradient, restored exactly on exit."""
-    weight = model.get_input_embeddings().weight
-    grad = weight.grad
-    norm = grad.norm() if grad is not None else None
-    if norm is None or norm == 0 or not torch.isfinite(norm):
-        yield  # nothing to follow; NanLossGuard reports a non-finite loss
-        return
-    saved = weight.detach().clone()
-    with torch.no_grad():
-        weight.add_(grad, alpha=epsilon / norm.item())
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            weight.copy_(saved)
 
 
 class NanLossGuard(TrainerCallback):

@@ -17,9 +17,17 @@ import yaml
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from pipeline import search, storage
+from pipeline import storage
 from pipeline.__main__ import cli, main
-from tests.conftest import TINY, compose_config, free_port, run_pipeline, write_ag_news_release
+from pipeline.space import load_space
+from pipeline.study import open_study
+from tests.conftest import (
+    TINY,
+    compose_config,
+    free_port,
+    run_pipeline,
+    write_ag_news_release,
+)
 
 BASE = [o for o in TINY if not o.startswith("dataset.data_dir")] + ["search.n_trials=1"]
 ROWS = [(c + 1, f"title {i}", f"text {i}") for c in range(4) for i in range(10)]
@@ -191,7 +199,7 @@ def _existing_study(
     else:
         cfg = compose_config(f"search.storage={url}", "search.study_name=ag_news-tiny").search
         path = write_space(tmp_path, space).split("=", 1)[1] if space else cfg.space
-        search.open_study(cfg, search.load_space(path), storage.open_storage(cfg), data=data)
+        open_study(cfg, load_space(path), storage.open_storage(cfg), data_fingerprint=data)
     return [f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}"]
 
 

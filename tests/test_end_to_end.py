@@ -6,8 +6,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline import search
 from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
+from pipeline.study import best_trial
 from pipeline.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG
 from tests.conftest import CLASSES, TINY, run_pipeline
 
@@ -95,7 +95,7 @@ def test_champion_is_registered_and_never_moves_to_a_worse_model(searched):
     assert champion_accuracy(client) == best >= after_first["champion_accuracy"]
     # One version per best trial: a rerun whose best trial did not change registers nothing new.
     trial_runs = [v.tags[TRIAL_RUN_TAG] for v in versions]
-    best = search.best_trial(optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db"))
+    best = best_trial(optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db"))
     assert len(set(trial_runs)) == len(versions)
     assert set(trial_runs) == {after_first["best_trial_run"], best.user_attrs["mlflow_run_id"]}
 

@@ -16,8 +16,10 @@ import yaml
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline import interrupts, registry, search, storage
+from pipeline import interrupts, registry, storage
 from pipeline.audit import audit
+from pipeline.space import load_space
+from pipeline.study import best_trial, open_study
 from pipeline.tracking import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
 from tests.conftest import TINY, compose_config, pipeline_env, run_pipeline
 
@@ -161,7 +163,7 @@ def crashed(tmp_path_factory):
     command = [*search_command(cwd, space, n_trials=5, epochs=2), f"search.storage={storage_url(cwd)}"]
     # The study as the pipeline creates it (trial 0: the configured values), then the user queues trials.
     cfg = compose_config(*command)
-    study = search.open_study(cfg.search, search.load_space(space), storage.open_storage(cfg.search), {**cfg.trainer, "seed": 42})
+    study = open_study(cfg.search, load_space(space), storage.open_storage(cfg.search), {**cfg.trainer, "seed": 42})
     for lr in (1.0e30, 0.003, 0.01, 0.001):
         study.enqueue_trial({"learning_rate": lr, "num_train_epochs": 2})
     result = run_pipeline(cwd, *command)
@@ -185,7 +187,7 @@ def test_a_crashing_trial_fails_and_the_study_goes_on(crashed):
 
 def test_disk_keeps_only_the_best_trials_checkpoint(crashed):
     cwd, _ = crashed
-    best = search.best_trial(load_study(cwd))
+    best = best_trial(load_study(cwd))
     kept = sorted(p.name for p in (cwd / "mlruns" / "checkpoints" / STUDY).iterdir())
     assert kept == [f"trial-{best.number}"]
 
@@ -194,7 +196,7 @@ def test_finalize_again_registers_nothing_new_and_keeps_the_champion(crashed):
     cwd, command = crashed
     c = client(cwd)
     (version,) = c.search_model_versions("name = 'ag_news'")  # registered by the search
-    best = search.best_trial(load_study(cwd))
+    best = best_trial(load_study(cwd))
     assert version.tags[registry.TRIAL_RUN_TAG] == best.user_attrs["mlflow_run_id"]
     trials_before = len(load_study(cwd).trials)
     for _ in range(2):
@@ -235,7 +237,7 @@ def test_a_final_step_killed_halfway_is_completed_by_the_same_command(crashed):
     cwd, command = crashed
     c = client(cwd)
     parent = runs(cwd, "study")[0].info.run_id
-    best_run = search.best_trial(load_study(cwd)).user_attrs["mlflow_run_id"]
+    best_run = best_trial(load_study(cwd)).user_attrs["mlflow_run_id"]
     (version,) = [v for v in c.search_model_versions("name = 'ag_news'") if v.tags[registry.TRIAL_RUN_TAG] == best_run]
     c.delete_model_version_tag("ag_news", version.version, registry.RUN_ID_TAG)
     c.delete_tag(parent, registry.MODEL_URI_TAG)

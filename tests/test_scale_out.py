@@ -20,9 +20,10 @@ from mlflow.tracking import MlflowClient
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
-from pipeline import registry, search, storage
+from pipeline import registry, storage
 from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
 from pipeline.schema import SearchConfig, TrackingConfig
+from pipeline.study import best_trial
 from pipeline.tracking import ROLE_TAG, TRIAL_TAG, WORKER, Tracker
 from tests.conftest import TINY, pipeline_env
 from tests.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
@@ -131,7 +132,7 @@ def test_concurrent_finalize_leaves_one_champion_on_the_best_version(three_worke
     versions = client.search_model_versions(f"name = '{name}'")
     # Each worker's final step registers the best trial it sees, unless another worker already did. The
     # last worker sees every trial, so the finalize commands (started after it) find the best registered.
-    best = search.best_trial(three_workers.study(f"shared{round_}"))
+    best = best_trial(three_workers.study(f"shared{round_}"))
     assert best.user_attrs["mlflow_run_id"] in {v.tags[TRIAL_RUN_TAG] for v in versions}
     assert 1 <= len(versions) <= 3
     for log in three_workers.cwd.glob(f"r{round_}-finalize*.log"):

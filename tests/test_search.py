@@ -7,8 +7,10 @@ import pytest
 import yaml
 from datasets import Dataset, DatasetDict
 
-from pipeline import data, model, progress, search, storage, train
+from pipeline import data, model, progress, storage, train
 from pipeline.errors import PipelineError
+from pipeline.space import Param, at_bounds, hp_space, load_space, seeded_model_init
+from pipeline.study import open_study
 from tests.conftest import TINY, compose_config
 
 FEATURES = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=["x", "y"]))
@@ -21,35 +23,35 @@ def write_space(tmp_path, space: dict):
 
 
 def test_default_space_has_batch_size_epochs_and_log_learning_rate():
-    space = {p.name: p for p in search.load_space("batch_epochs")}
+    space = {p.name: p for p in load_space("batch_epochs")}
     assert space["per_device_train_batch_size"].type == "categorical"
     assert space["num_train_epochs"].type == "int" and space["num_train_epochs"].low >= 1
     assert space["learning_rate"].log is True
 
 
 def test_hp_space_samples_within_bounds():
-    space = search.load_space("batch_epochs")
+    space = load_space("batch_epochs")
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     for _ in range(20):
-        params = search.hp_space(space)(study.ask())
+        params = hp_space(space)(study.ask())
         assert params["per_device_train_batch_size"] in (8, 16, 32)
         assert 1 <= params["num_train_epochs"] <= 3 and isinstance(params["num_train_epochs"], int)
         assert 1e-5 <= params["learning_rate"] <= 1e-4
 
 
 def test_best_values_at_an_end_of_their_range_are_reported_and_inner_ones_are_not():
-    space = search.load_space("batch_epochs")  # epochs 1..3, learning_rate 1e-5..1e-4 (log)
+    space = load_space("batch_epochs")  # epochs 1..3, learning_rate 1e-5..1e-4 (log)
     inner = {"per_device_train_batch_size": 8, "num_train_epochs": 2, "learning_rate": 3.2e-5}
-    assert search.at_bounds(inner, space) == []
-    edges = search.at_bounds({**inner, "num_train_epochs": 3, "learning_rate": 9.5e-5}, space)
+    assert at_bounds(inner, space) == []
+    edges = at_bounds({**inner, "num_train_epochs": 3, "learning_rate": 9.5e-5}, space)
     assert edges == [
         "num_train_epochs=3 is at the upper end of [1, 3]",
         "learning_rate=9.5e-05 is at the upper end of [1e-05, 0.0001]",
     ]
-    low = search.at_bounds({**inner, "learning_rate": 1.05e-5}, space)
+    low = at_bounds({**inner, "learning_rate": 1.05e-5}, space)
     assert low == ["learning_rate=1.05e-05 is at the lower end of [1e-05, 0.0001]"]
     # 1.3e-5 lies in the bottom 5% of 1e-5..1e-4 on a linear scale, not on the log scale it is searched on.
-    assert search.at_bounds({**inner, "learning_rate": 1.3e-5}, space) == []
+    assert at_bounds({**inner, "learning_rate": 1.3e-5}, space) == []
 
 
 @pytest.mark.parametrize(
@@ -68,43 +70,43 @@ def test_best_values_at_an_end_of_their_range_are_reported_and_inner_ones_are_no
 )
 def test_impossible_spaces_are_rejected_with_the_parameter_named(tmp_path, space, message):
     with pytest.raises(PipelineError, match=message):
-        search.load_space(write_space(tmp_path, space))
+        load_space(write_space(tmp_path, space))
 
 
 def test_unknown_space_name_lists_known_spaces():
     with pytest.raises(PipelineError, match="known spaces: .*batch_epochs"):
-        search.load_space("no_such_space")
+        load_space("no_such_space")
 
 
 def test_reused_study_name_with_another_space_is_rejected(tmp_path):
     cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
     rdb = storage.open_storage(cfg)
-    space = search.load_space("batch_epochs")
-    study = search.open_study(cfg, space, rdb, start={"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-5})
-    assert len(search.open_study(cfg, space, rdb, start={"num_train_epochs": 3}).trials) == 1  # enqueued once
-    first = search.hp_space(space)(study.ask())  # the starting point is trial 0
+    space = load_space("batch_epochs")
+    study = open_study(cfg, space, rdb, start={"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-5})
+    assert len(open_study(cfg, space, rdb, start={"num_train_epochs": 3}).trials) == 1  # enqueued once
+    first = hp_space(space)(study.ask())  # the starting point is trial 0
     assert first == {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-5}
-    other = search.load_space(write_space(tmp_path, {"num_train_epochs": {"type": "int", "low": 1, "high": 5}}))
+    other = load_space(write_space(tmp_path, {"num_train_epochs": {"type": "int", "low": 1, "high": 5}}))
     with pytest.raises(PipelineError, match="different search space"):
-        search.open_study(cfg, other, rdb)
+        open_study(cfg, other, rdb)
 
 
 def test_reused_study_name_on_other_data_is_rejected(tmp_path):
     cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
-    rdb, space = storage.open_storage(cfg), search.load_space("batch_epochs")
-    assert "data" not in search.open_study(cfg, space, rdb).user_attrs  # as a study from before the check
-    search.open_study(cfg, space, rdb, data="sha256:abc")  # adopts this run's data
-    assert search.open_study(cfg, space, rdb, data="sha256:abc").user_attrs["data"] == "sha256:abc"
+    rdb, space = storage.open_storage(cfg), load_space("batch_epochs")
+    assert "data" not in open_study(cfg, space, rdb).user_attrs  # as a study from before the check
+    open_study(cfg, space, rdb, data_fingerprint="sha256:abc")  # adopts this run's data
+    assert open_study(cfg, space, rdb, data_fingerprint="sha256:abc").user_attrs["data"] == "sha256:abc"
     with pytest.raises(PipelineError, match="search.study_name=s was created on other data"):
-        search.open_study(cfg, space, rdb, data="sha256:xyz")
+        open_study(cfg, space, rdb, data_fingerprint="sha256:xyz")
     assert optuna.load_study(study_name="s", storage=rdb).user_attrs["data"] == "sha256:abc"
 
 
 def test_study_recorded_under_the_path_dependent_fingerprint_adopts_the_content_one(tmp_path):
     cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
-    rdb, space = storage.open_storage(cfg), search.load_space("batch_epochs")
-    search.open_study(cfg, space, rdb).set_user_attr("data", "3f2a9c0d1e4b5a67")  # datasets' Hasher, before
-    assert search.open_study(cfg, space, rdb, data="sha256:abc").user_attrs["data"] == "sha256:abc"
+    rdb, space = storage.open_storage(cfg), load_space("batch_epochs")
+    open_study(cfg, space, rdb).set_user_attr("data", "3f2a9c0d1e4b5a67")  # datasets' Hasher, before
+    assert open_study(cfg, space, rdb, data_fingerprint="sha256:abc").user_attrs["data"] == "sha256:abc"
 
 
 def test_data_fingerprint_sees_a_changed_row_or_label():
@@ -123,8 +125,8 @@ def test_data_fingerprint_sees_a_changed_row_or_label():
 def test_searched_seed_reaches_its_own_trial():
     import torch
 
-    space = search.load_space("batch_epochs") + [search.Param("seed", "categorical", choices=(1, 2))]
-    init = search.seeded_model_init(lambda: torch.rand(1).item(), space)
+    space = load_space("batch_epochs") + [Param("seed", "categorical", choices=(1, 2))]
+    init = seeded_model_init(lambda: torch.rand(1).item(), space)
     study = optuna.create_study()
     study.enqueue_trial({"seed": 1})
     study.enqueue_trial({"seed": 1})

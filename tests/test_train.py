@@ -4,8 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline import data, model, search, train
+from pipeline import data, fgm, model, train
 from pipeline.errors import PipelineError
+from pipeline.space import parse_param
 from tests.conftest import TINY, compose_config
 
 
@@ -48,7 +49,7 @@ def test_nudged_embeddings_move_by_epsilon_along_the_gradient_and_come_back(tiny
     net(**batch, labels=torch.tensor([2])).loss.backward()
     weight = net.get_input_embeddings().weight
     before = weight.detach().clone()
-    with train.nudged_embeddings(net, 0.5):
+    with fgm.nudged_embeddings(net, 0.5):
         step = weight.detach() - before
         assert step.norm().item() == pytest.approx(0.5, rel=1e-4)
         assert torch.nn.functional.cosine_similarity(step.flatten(), weight.grad.flatten(), dim=0) > 0.999
@@ -58,7 +59,7 @@ def test_nudged_embeddings_move_by_epsilon_along_the_gradient_and_come_back(tiny
 def test_nudged_embeddings_without_a_gradient_leave_the_weights_alone(tiny):
     net = tiny[3]()
     before = net.get_input_embeddings().weight.detach().clone()
-    with train.nudged_embeddings(net, 1.0):
+    with fgm.nudged_embeddings(net, 1.0):
         assert torch.equal(net.get_input_embeddings().weight.detach(), before)
 
 
@@ -67,5 +68,5 @@ def test_fgm_epsilon_is_a_trainer_key_and_a_search_parameter(tmp_path):
     assert train.training_args(cfg.trainer, str(tmp_path), cfg.seed).fgm_epsilon == 0.5
     with pytest.raises(PipelineError, match=r"trainer.fgm_epsilon=-1: must be 0 \(off\) or a positive number"):
         train.training_args({"fgm_epsilon": -1}, str(tmp_path), 0)
-    param = search.parse_param("fgm_epsilon", {"type": "categorical", "choices": [0.0, 1.0]}, "sweeps/x.yaml")
+    param = parse_param("fgm_epsilon", {"type": "categorical", "choices": [0.0, 1.0]}, "sweeps/x.yaml")
     assert param.choices == (0.0, 1.0)

@@ -6,30 +6,32 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from pipeline import distributed, search, workers
+from pipeline import storage, torchrun
 from pipeline.errors import PipelineError
 from pipeline.schema import SearchConfig
+from pipeline.space import Param, hp_space
+from pipeline.study import TrialSeededSampler, warn_on_shared_sqlite
 from tests.conftest import compose_config
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
-SPACE = [search.Param("learning_rate", "float", low=1e-5, high=1e-3, log=True)]
+SPACE = [Param("learning_rate", "float", low=1e-5, high=1e-3, log=True)]
 
 
 def sampled(storage: str, order: list[int]) -> dict[int, float]:
     """Two workers (two Study objects with the same seed) asking for trials in turn."""
     a, b = (optuna.load_study(study_name="s", storage=storage,
-                              sampler=workers.TrialSeededSampler(optuna.samplers.RandomSampler, 42)) for _ in range(2))
+                              sampler=TrialSeededSampler(optuna.samplers.RandomSampler, 42)) for _ in range(2))
     values = {}
     for worker in order:
         trial = (a, b)[worker].ask()
-        values[trial.number] = search.hp_space(SPACE)(trial)["learning_rate"]
+        values[trial.number] = hp_space(SPACE)(trial)["learning_rate"]
     return values
 
 
 def test_workers_with_one_seed_sample_apart_and_replay_by_trial_number(tmp_path):
     first, second = (f"sqlite:///{tmp_path}/{n}.db" for n in ("a", "b"))
-    for storage in (first, second):
-        optuna.create_study(study_name="s", storage=storage)
+    for url in (first, second):
+        optuna.create_study(study_name="s", storage=url)
     together = sampled(first, [0, 1, 0, 1])
     assert len(set(together.values())) == 4  # seed + len(trials) would repeat draws across workers
     assert sampled(second, [1, 1, 1, 1]) == together  # which worker asked does not matter
@@ -38,10 +40,10 @@ def test_workers_with_one_seed_sample_apart_and_replay_by_trial_number(tmp_path)
 def test_sqlite_shared_by_running_workers_warns(tmp_path, caplog):
     cfg = SearchConfig(storage=f"sqlite:///{tmp_path}/o.db", study_name="s")
     study = optuna.create_study(study_name="s", storage=cfg.storage)
-    assert not workers.warn_on_shared_sqlite(cfg, study)
+    assert not warn_on_shared_sqlite(cfg, study)
     study.ask()  # another worker's trial, RUNNING
     with caplog.at_level(logging.WARNING):
-        assert workers.warn_on_shared_sqlite(cfg, study)
+        assert warn_on_shared_sqlite(cfg, study)
     assert "PostgreSQL" in caplog.text and "journal" in caplog.text
 
 
@@ -49,8 +51,8 @@ def test_a_dead_workers_trial_is_retried_unless_outside_the_space(tmp_path):
     study = optuna.create_study(study_name="s", storage=f"sqlite:///{tmp_path}/o.db")
     study.enqueue_trial({"learning_rate": 0.5})  # a starting point outside the space
     for _ in range(2):
-        search.hp_space(SPACE)(study.ask())
-    retry = workers.RetryStaleTrial(max_retry=1)
+        hp_space(SPACE)(study.ask())
+    retry = storage.RetryStaleTrial(max_retry=1)
     for trial in study.get_trials(states=[TrialState.RUNNING]):
         study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         retry(study, study._storage.get_trial(trial._trial_id))
@@ -61,9 +63,9 @@ def test_a_dead_workers_trial_is_retried_unless_outside_the_space(tmp_path):
 @pytest.mark.parametrize("pruner", ["median", "hyperband"])
 def test_pruning_under_torchrun_is_refused_before_training(monkeypatch, pruner):
     cfg = compose_config(f"search.pruner={pruner}")
-    distributed.check(cfg)  # one process: fine
+    torchrun.check(cfg)  # one process: fine
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(PipelineError, match="search.pruner=none"):
-        distributed.check(cfg)
-    distributed.check(compose_config("search.pruner=none"))
-    distributed.check(compose_config(f"search.pruner={pruner}", "mode=train"))
+        torchrun.check(cfg)
+    torchrun.check(compose_config("search.pruner=none"))
+    torchrun.check(compose_config(f"search.pruner={pruner}", "mode=train"))

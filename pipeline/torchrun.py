@@ -11,8 +11,8 @@ import torch.distributed as dist
 from omegaconf import DictConfig
 
 from pipeline.errors import PipelineError
-from pipeline.schema import Mode, Pruner
 from pipeline.outbox import Outbox
+from pipeline.schema import Mode, Pruner
 from pipeline.tracking import Tracker
 
 

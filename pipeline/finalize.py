@@ -1,0 +1,100 @@
+"""The final step: the best trial (or, in mode=train, conf/trainer's values) to a model trained once more
+or reloaded from its kept weights, scored once on the test split, saved and registered. Under torchrun
+every rank trains and scores; rank 0 alone writes."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from transformers import AutoModelForSequenceClassification
+from transformers.trainer_utils import PredictionOutput
+
+from pipeline import checkpoints, registry, report, torchrun
+from pipeline.outbox import RunRef
+from pipeline.prepare import Prepared
+from pipeline.registry import F1_METRIC, TEST_METRIC, FinalModel
+from pipeline.space import at_bounds
+from pipeline.study import best_trial
+from pipeline.tracking import RUN_ID_ATTR, EpochMetrics
+from pipeline.train import OBJECTIVE, PipelineTrainer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BestTrial:
+    """What the final step needs of the study's best trial (mode=train: no trial, conf/trainer's values)."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    checkpoint: Path | None = None  # its kept weights, when every rank can read them
+    run_id: str | None = None  # its MLflow run
+
+
+def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTrial:
+    """The study's best trial (rank 0 reads it; under torchrun every rank gets rank 0's)."""
+    best = BestTrial()
+    if study is not None:
+        cfg, trial = prep.cfg.search, best_trial(study)
+        checkpoints.drop_checkpoints(study, trial, cfg.checkpoint_dir)
+        log.info("best trial %d: %s=%.4f %s", trial.number, OBJECTIVE, trial.value, trial.params)
+        for edge in at_bounds(trial.params, prep.space):
+            log.warning("best trial %d: %s in search.space=%s; widen the range there", trial.number, edge, cfg.space)
+        prep.tracker.log_metrics(parent, {f"best_{OBJECTIVE}": trial.value})
+        run_id = trial.user_attrs.get(RUN_ID_ATTR) or prep.tracker.trial_run_of(parent, trial.number)
+        best = BestTrial(trial.params, checkpoints.checkpoint_for(trial, cfg.checkpoint_dir), run_id)
+    best = torchrun.from_main(best)
+    readable = torchrun.everywhere(best.checkpoint is not None and (best.checkpoint / "config.json").is_file())
+    return best if readable else BestTrial(best.params, None, best.run_id)
+
+
+def registered_before(prep: Prepared, best: BestTrial, parent: str) -> FinalModel | None:
+    """The version an earlier run registered from this best trial (rank 0 looks; the others get None)."""
+    if not torchrun.is_main():
+        return None
+    cfg = prep.cfg.registry
+    final = registry.registered_from(prep.tracker, cfg, best.run_id, parent)
+    if final is not None:
+        log.info("best trial already registered as %s; nothing new to register", final.model_uri)
+    return final
+
+
+def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalModel | None:
+    """Train (or reload) the final model, score it on test, save, log and register it (None on ranks > 0)."""
+    trainer = final_model(prep, best, run_id)
+    prediction = predict_test(trainer, prep)
+    if not torchrun.is_main():
+        return None
+    metrics = scores(prediction)
+    report.log_confusion_matrix(prep.tracker, run_id, prediction, prep.labels)
+    trainer.save_model(str(Path(prep.cfg.output_dir) / "model"))  # model + tokenizer (processing_class)
+    source = registry.Source(run_id, prep.data_fingerprint, best.run_id)
+    final = registry.register(trainer, metrics, prep.tracker, prep.cfg.registry, source)
+    log.info(
+        "%s=%.4f %s=%.4f; registered %s; %s is version %s", TEST_METRIC, metrics[TEST_METRIC], F1_METRIC,
+        metrics[F1_METRIC], final.model_uri, prep.cfg.registry.alias, final.champion,
+    )
+    return final
+
+
+def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer:
+    """A Trainer holding the final model: the best trial's kept weights, else trained with its params."""
+    if best.checkpoint is not None:
+        trainer = prep.trainer(best.params, [])
+        trainer.model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint).to(trainer.args.device)
+        return trainer
+    trainer = prep.trainer(best.params, [EpochMetrics(prep.tracker, RunRef(run_id), prefix="final_")])
+    trainer.train()
+    prep.tracker.outbox.drain()  # its per-epoch metrics are in MLflow before the model is logged
+    return trainer
+
+
+def predict_test(trainer: PipelineTrainer, prep: Prepared) -> PredictionOutput:
+    """The one look at the test split: metrics and the predictions (for the confusion matrix)."""
+    return trainer.predict(prep.tokenized["test"], metric_key_prefix="test")
+
+
+def scores(prediction: PredictionOutput) -> dict[str, float]:
+    return {k: v for k, v in prediction.metrics.items() if k in (TEST_METRIC, F1_METRIC, "test_loss")}

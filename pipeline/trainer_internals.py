@@ -1,0 +1,45 @@
+"""Every use of the Trainer's and Optuna's private API, in one place: `tests/test_trainer_internals.py`
+fails loudly when an upgrade of transformers or Optuna changes one of them."""
+from __future__ import annotations
+
+import optuna
+from transformers import Trainer, TrainerState
+
+from pipeline.interrupts import deferring
+
+
+def current_trial(trainer: Trainer) -> optuna.Trial | None:
+    """The Optuna trial `trainer` is training (transformers keeps it in `_trial`), None outside a search."""
+    return getattr(trainer, "_trial", None)
+
+
+def objective_value(trainer: Trainer) -> float | None:
+    """The objective the trial last reported (set by the Trainer's hyperparameter search), if any."""
+    return getattr(trainer, "objective", None)
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage a study was opened on, to hand it to `Trainer.hyperparameter_search`."""
+    return study._storage
+
+
+def training_done(state: TrainerState) -> bool:
+    """All steps trained: the trial completes (the Trainer also calls on_train_end just before a prune)."""
+    return state.global_step >= state.max_steps
+
+
+class EpochReports(Trainer):
+    """Report to Optuna once per epoch, at the epoch number, through the Trainer's private report hook."""
+
+    @deferring  # an Optuna write
+    def _report_to_hp_search(self, trial, step: int, metrics: dict[str, float]) -> None:
+        # The Trainer reports at global_step; with batch size searched, step N means different amounts of
+        # data per trial. Reporting at the epoch makes the pruner compare trials after equal training.
+        epoch = round(self.state.epoch or 0)
+        if isinstance(trial, optuna.Trial) and training_done(self.state):
+            # Training is over: pruning now saves nothing and would discard a finished model, so the
+            # last report only records the value (later trials are judged against it).
+            self.objective = self.compute_objective(metrics)
+            trial.report(self.objective, epoch)
+            return
+        super()._report_to_hp_search(trial, epoch, metrics)
