@@ -15,8 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.conftest import TINY, pipeline_env  # noqa: E402
-from tests.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database  # noqa: E402
+from devtools.commands import TINY, pipeline_env  # noqa: E402
+from devtools.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database  # noqa: E402
 
 TRIALS = 6
 

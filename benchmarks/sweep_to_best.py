@@ -2,7 +2,7 @@
 over the same space, on the same data and model, in one process.
 
 The search is the pipeline's own code on its default space (`sweeps/<search.space>.yaml`): `open_study`
-with the experiment's starting point enqueued as trial 0, then `search.run` (TPE + per-epoch median
+with the experiment's starting point enqueued as trial 0, then `search.optimize` (TPE + per-epoch median
 pruning). The grid is the plain loop a user would write over that space: every choice of a categorical,
 every value of an int range, and `--float-points` values of a float range (log-spaced for a log range).
 The grid runs first; each search then gets `--budget` of the grid's wall time (`search.timeout`: no trial

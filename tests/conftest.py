@@ -5,31 +5,18 @@ import csv
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from mlflow.tracking import MlflowClient
 
+from devtools.commands import CLASSES, ROOT
 from pipeline import schema
-
-ROOT = Path(__file__).resolve().parent.parent
-AG_NEWS_DIR = ROOT.parent / "shared" / "data" / "ag_news_csv"
-CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
-# Small and fast: the tiny random BERT, a few hundred real AG News rows, short sequences.
-TINY = [
-    "model=tiny",
-    f"dataset.data_dir={AG_NEWS_DIR}",
-    "dataset.max_train_samples=96",
-    "dataset.max_eval_samples=40",
-    "dataset.max_length=48",
-    "trainer.logging_steps=5",
-    "trainer.learning_rate=0.001",
-]
+from pipeline.tracking import ROLE_TAG
 
 schema.register()
 
@@ -58,35 +45,6 @@ def compose_config(*overrides: str):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
 
 
-def free_port() -> int:
-    """A loopback port nothing listens on (until something binds it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def pipeline_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    # The Hub is unreachable here: fail at once instead of retrying for a minute.
-    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))  # this checkout
-    env.update(extra)
-    return env
-
-
-def run_pipeline(cwd: Path, *overrides: str, module: str = "pipeline", timeout: float = 300, **popen) -> subprocess.CompletedProcess:
-    """Run `python -m pipeline OVERRIDES` in `cwd` (where mlruns/ and outputs/ land)."""
-    return subprocess.run(
-        [sys.executable, "-m", module, *overrides],
-        cwd=cwd,
-        env=pipeline_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        **popen,
-    )
-
-
 def write_ag_news_release(directory: Path, rows: dict[str, list[tuple[int, str, str]]]) -> Path:
     """A directory in the AG News CSV release format: no header, every field quoted."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -104,3 +62,22 @@ def release_dir(tmp_path: Path) -> Path:
         return [(c + 1, f"{CLASSES[c]} title {i}", f"Costs \\$5 at  #39;shop #39;\\ line{i}") for c in range(4) for i in range(n)]
 
     return write_ag_news_release(tmp_path / "ag_news", {"train": rows(12), "test": rows(8)})
+
+
+def write_space(directory: Path, space: dict) -> str:
+    """A search-space file (`search.space=PATH`) in `directory`; its path."""
+    path = Path(directory) / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return str(path)
+
+
+def mlflow_client(cwd: Path) -> MlflowClient:
+    """A client of the default store of a command run in `cwd`."""
+    uri = f"sqlite:///{cwd}/mlruns/mlflow.db"
+    return MlflowClient(uri, uri)
+
+
+def runs_by_role(client: MlflowClient, role: str, experiment: str = "ag_news") -> list:
+    """The experiment's runs tagged `pipeline.role=role` (study, trial or train)."""
+    found = client.get_experiment_by_name(experiment)
+    return client.search_runs([found.experiment_id], f"tags.`{ROLE_TAG}` = '{role}'")

@@ -15,7 +15,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
-from tests.conftest import free_port
+from devtools import services
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browser download is not reachable
 # What works as root, in a container, offline.
@@ -30,22 +30,9 @@ TIMEOUT_MS = 60_000  # the React app loads slowly on 2 busy cores
 @contextlib.contextmanager
 def mlflow_server(cwd: Path, timeout: float = 120) -> Iterator[str]:
     """`mlflow server` over cwd's sqlite store, as the README says to start it; yields its base URL."""
-    port = free_port()
-    command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", "sqlite:///mlruns/mlflow.db",
-               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    log = open(Path(cwd) / f"mlflow-server-{port}.log", "w")
-    server = subprocess.Popen(command, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for(f"{url}/health", server, timeout)
+    cwd = Path(cwd)
+    with services.mlflow_server(f"sqlite:///{cwd}/mlruns/mlflow.db", cwd / "mlruns" / "artifacts", cwd / "mlflow-server.log", timeout) as url:
         yield url
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
 
 
 def wait_for(url: str, server: subprocess.Popen, timeout: float) -> str:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
@@ -21,13 +20,9 @@ from pipeline import storage
 from pipeline.__main__ import cli, main
 from pipeline.space import load_space
 from pipeline.study import open_study
-from tests.conftest import (
-    TINY,
-    compose_config,
-    free_port,
-    run_pipeline,
-    write_ag_news_release,
-)
+from devtools.commands import TINY, run_pipeline
+from devtools.services import free_port
+from tests.conftest import compose_config, write_ag_news_release, write_space
 
 BASE = [o for o in TINY if not o.startswith("dataset.data_dir")] + ["search.n_trials=1"]
 ROWS = [(c + 1, f"title {i}", f"text {i}") for c in range(4) for i in range(10)]
@@ -81,10 +76,8 @@ def local(train: str, test: str | None = None) -> list[str]:
     return ["dataset=local", f"dataset.train_file={train}", *([f"dataset.test_file={test}"] if test else [])]
 
 
-def write_space(tmp_path: Path, space: dict) -> str:
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return f"search.space={path}"
+def space_override(tmp_path: Path, space: dict) -> str:
+    return f"search.space={write_space(tmp_path, space)}"
 
 
 def two_class_rows(n: int) -> str:
@@ -129,15 +122,15 @@ CASES = {
     "unknown_dataset_option": (lambda p: ["dataset=ag_newz"], "dataset=ag_newz", "choose one of ag_news, imdb, local"),
     "unknown_pruner_option": (lambda p: ["search.pruner=sometimes"], "search.pruner=sometimes", "expected one of [median"),
     "space_low_above_high": (
-        lambda p: [write_space(p, {"num_train_epochs": {"type": "int", "low": 4, "high": 2}})], "num_train_epochs",
+        lambda p: [space_override(p, {"num_train_epochs": {"type": "int", "low": 4, "high": 2}})], "num_train_epochs",
         "low=4 is greater than high=2",
     ),
     "space_unknown_distribution": (
-        lambda p: [write_space(p, {"learning_rate": {"type": "gaussian", "low": 1e-5, "high": 1e-3}})], "learning_rate",
+        lambda p: [space_override(p, {"learning_rate": {"type": "gaussian", "low": 1e-5, "high": 1e-3}})], "learning_rate",
         "needs `type` (one of categorical, int, float)",
     ),
     "space_batch_size_not_positive": (
-        lambda p: [write_space(p, {"per_device_train_batch_size": {"type": "categorical", "choices": [16, 0]}})],
+        lambda p: [space_override(p, {"per_device_train_batch_size": {"type": "categorical", "choices": [16, 0]}})],
         "per_device_train_batch_size", "must be a positive number",
     ),
     "trainer_batch_size_not_positive": (
@@ -269,7 +262,7 @@ def test_unreachable_tracking_server_fails_fast(tmp_path, monkeypatch, capsys):
 def test_a_search_whose_every_trial_failed_says_why_in_one_line(tmp_path):
     """A searched value TrainingArguments rejects fails each trial; the end is one line with that error."""
     data = write_ag_news_release(tmp_path / "ok", {"train": ROWS, "test": ROWS})
-    space = write_space(tmp_path, {"lr_scheduler_type": {"type": "categorical", "choices": ["sometimes"]}})
+    space = space_override(tmp_path, {"lr_scheduler_type": {"type": "categorical", "choices": ["sometimes"]}})
     result = run_pipeline(tmp_path, *BASE, f"dataset.data_dir={data}", space, "search.n_trials=2", timeout=200)
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-3000:]

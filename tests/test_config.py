@@ -3,6 +3,8 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
+from devtools.commands import ROOT
+from pipeline import schema, train
 from tests.conftest import compose_config
 
 
@@ -40,3 +42,18 @@ def test_imdb_experiment_carves_test_split():
 def test_typos_and_unknown_options_fail_at_compose_time(override):
     with pytest.raises((ConfigCompositionException, ValidationError)):
         compose_config(override)
+
+
+def test_the_readme_config_table_is_made_from_the_schemas_help():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    table = schema.config_table(train.own_fields())
+    assert table in readme, "the README's config table differs from the schema's: paste `python -m pipeline.schema`"
+    assert "`trainer.fgm_epsilon`" in table and "`search.storage_retry_s`" in table
+
+
+def test_every_key_a_run_composes_is_in_the_config_table():
+    cfg = compose_config()
+    table = schema.config_table(train.own_fields())
+    for group in ("dataset", "model", "search", "tracking", "registry"):
+        for name in cfg[group]:
+            assert f"`{group}.{name}`" in table, f"{group}.{name} has no row (and no help) in the schema"

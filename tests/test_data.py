@@ -7,7 +7,8 @@ from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concaten
 
 from pipeline import data
 from pipeline.errors import PipelineError
-from tests.conftest import CLASSES, compose_config
+from devtools.commands import CLASSES
+from tests.conftest import compose_config
 
 
 def dataset_cfg(*overrides):

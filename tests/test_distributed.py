@@ -4,7 +4,7 @@ import subprocess
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import ROLE_TAG
-from tests.conftest import pipeline_env
+from devtools.commands import pipeline_env
 from tests.test_own_csv import command, write_reviews
 
 

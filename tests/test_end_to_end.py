@@ -1,27 +1,15 @@
 """The real entry point (`python -m pipeline`) in a subprocess, on the tiny model and real AG News rows."""
-import time
-
 import optuna
 import pytest
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
 from pipeline.study import best_trial
-from pipeline.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG
-from tests.conftest import CLASSES, TINY, run_pipeline
+from pipeline.tracking import STATE_TAG, TRIAL_TAG
+from devtools.commands import CLASSES, TINY, run_pipeline
+from tests.conftest import mlflow_client, runs_by_role
 
 STUDY = "ag_news-tiny"
-
-
-def mlflow_client(cwd) -> MlflowClient:
-    uri = f"sqlite:///{cwd}/mlruns/mlflow.db"
-    return MlflowClient(uri, uri)
-
-
-def runs_by_role(client, role):
-    experiment = client.get_experiment_by_name("ag_news")
-    return client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = '{role}'")
 
 
 def champion_accuracy(client) -> float:
@@ -32,9 +20,7 @@ def champion_accuracy(client) -> float:
 def searched(tmp_path_factory):
     """Three trials, then the same command again (six trials in the same study)."""
     cwd = tmp_path_factory.mktemp("e2e")
-    started = time.monotonic()
     first = run_pipeline(cwd, *TINY, "search.n_trials=3")
-    elapsed = time.monotonic() - started
     assert first.returncode == 0, first.stderr[-3000:]
     client = mlflow_client(cwd)
     after_first = {
@@ -45,17 +31,16 @@ def searched(tmp_path_factory):
     }
     second = run_pipeline(cwd, *TINY, "search.n_trials=3")
     assert second.returncode == 0, second.stderr[-3000:]
-    return cwd, elapsed, after_first
+    return cwd, after_first
 
 
-def test_first_search_runs_under_90_seconds_with_three_trials(searched):
-    cwd, elapsed, after_first = searched
-    assert elapsed < 90
+def test_first_search_runs_three_trials_each_with_its_run(searched):
+    cwd, after_first = searched
     assert after_first["trials"] == 3 and after_first["trial_runs"] == 3
 
 
 def test_rerun_continues_the_same_study(searched):
-    cwd, _, _ = searched
+    cwd, _ = searched
     study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
     assert [t.number for t in study.trials] == list(range(6))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
@@ -63,7 +48,7 @@ def test_rerun_continues_the_same_study(searched):
 
 
 def test_one_parent_run_with_a_child_run_per_trial_and_per_epoch_accuracy(searched):
-    cwd, _, _ = searched
+    cwd, _ = searched
     client = mlflow_client(cwd)
     (parent,) = runs_by_role(client, "study")
     assert parent.info.status == "FINISHED" and parent.info.run_name == STUDY
@@ -88,7 +73,7 @@ def test_one_parent_run_with_a_child_run_per_trial_and_per_epoch_accuracy(search
 
 
 def test_champion_is_registered_and_never_moves_to_a_worse_model(searched):
-    cwd, _, after_first = searched
+    cwd, after_first = searched
     client = mlflow_client(cwd)
     versions = client.search_model_versions("name = 'ag_news'")
     best = max(float(v.tags[TEST_METRIC]) for v in versions)
@@ -101,7 +86,7 @@ def test_champion_is_registered_and_never_moves_to_a_worse_model(searched):
 
 
 def test_predict_loads_champion_in_a_new_process(searched):
-    cwd, _, _ = searched
+    cwd, _ = searched
     texts = ["Stocks rally as oil slides", "Team wins the cup final"]
     result = run_pipeline(cwd, "models:/ag_news@champion", *texts, module="pipeline.predict")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -110,7 +95,7 @@ def test_predict_loads_champion_in_a_new_process(searched):
 
 
 def test_predict_loads_a_saved_directory(searched):
-    cwd, _, _ = searched
+    cwd, _ = searched
     (model_dir,) = sorted((cwd / "outputs" / STUDY).glob("*/model"))[-1:]
     result = run_pipeline(cwd, str(model_dir), "Markets fall", module="pipeline.predict")
     assert result.returncode == 0, result.stderr[-2000:]

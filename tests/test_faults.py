@@ -22,8 +22,9 @@ from optuna.trial import TrialState
 
 from pipeline import storage
 from pipeline.audit import audit
-from tests.conftest import TINY, free_port, pipeline_env
-from tests.services import ONE_EPOCH_SPACE, POSTGRES, mlflow_server, postgres_database
+from devtools.commands import TINY, pipeline_env
+from devtools.services import free_port
+from devtools.services import ONE_EPOCH_SPACE, POSTGRES, mlflow_server, postgres_database
 
 OUTAGE_S = 300
 

@@ -8,7 +8,8 @@ import sys
 import time
 
 from pipeline import hub
-from tests.conftest import TINY, free_port, pipeline_env
+from devtools.commands import TINY, pipeline_env
+from devtools.services import free_port
 
 
 def closed_port_url() -> str:

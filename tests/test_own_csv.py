@@ -9,7 +9,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from pipeline.tracking import ROLE_TAG
-from tests.conftest import run_pipeline
+from devtools.commands import run_pipeline
 
 TOPICS = {"sport": "match goal team", "money": "bank market shares", "science": "lab study cells"}
 

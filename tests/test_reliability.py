@@ -12,30 +12,27 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
-from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from pipeline import interrupts, registry, storage
 from pipeline.audit import audit
 from pipeline.space import load_space
 from pipeline.study import best_trial, open_study
-from pipeline.tracking import ERROR_TAG, ROLE_TAG, STATE_TAG, TRIAL_TAG
-from tests.conftest import TINY, compose_config, pipeline_env, run_pipeline
+from pipeline.tracking import ERROR_TAG, STATE_TAG, TRIAL_TAG
+from devtools.commands import TINY, pipeline_env, run_pipeline
+from tests.conftest import compose_config, mlflow_client, runs_by_role, write_space
 
 STUDY = "ag_news-tiny"
 # Heartbeat every second, stale after 2: a SIGKILLed trial is failed when the next run starts.
 HEARTBEAT = ["search.heartbeat_interval=1", "search.grace_period=2"]
 
 
-def write_space(cwd: Path, learning_rates: list[float], epochs: int) -> str:
-    path = cwd / "space.yaml"
+def learning_rate_space(cwd: Path, learning_rates: list[float], epochs: int) -> str:
     space = {
         "learning_rate": {"type": "categorical", "choices": learning_rates},
         "num_train_epochs": {"type": "categorical", "choices": [epochs]},
     }
-    path.write_text(yaml.safe_dump(space))
-    return str(path)
+    return write_space(cwd, space)
 
 
 def search_command(cwd: Path, space: str, n_trials: int, epochs: int) -> list[str]:
@@ -58,19 +55,12 @@ def load_study(cwd: Path) -> optuna.Study:
     return optuna.load_study(study_name=STUDY, storage=storage_url(cwd))
 
 
-def client(cwd: Path) -> MlflowClient:
-    uri = f"sqlite:///{cwd}/mlruns/mlflow.db"
-    return MlflowClient(uri, uri)
-
-
 def runs(cwd: Path, role: str) -> list:
-    c = client(cwd)
-    experiment = c.get_experiment_by_name("ag_news")
-    return c.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = '{role}'")
+    return runs_by_role(mlflow_client(cwd), role)
 
 
 def assert_consistent(cwd: Path):
-    result = audit(load_study(cwd), client(cwd), "ag_news")
+    result = audit(load_study(cwd), mlflow_client(cwd), "ag_news")
     assert result.consistent, result.summary() + f" {result.disagreements} {result.running_runs}"
     return result
 
@@ -116,7 +106,7 @@ def wait_for_training_trial(cwd: Path, proc: subprocess.Popen, timeout: float = 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_interrupted_search_resumes_with_nothing_lost(tmp_path, sig):
-    command = search_command(tmp_path, write_space(tmp_path, [0.001, 0.003], 2), n_trials=2, epochs=2)
+    command = search_command(tmp_path, learning_rate_space(tmp_path, [0.001, 0.003], 2), n_trials=2, epochs=2)
     proc, _ = start(tmp_path, command)
     victim = wait_for_training_trial(tmp_path, proc)
     proc.send_signal(sig)
@@ -159,7 +149,7 @@ def crashed(tmp_path_factory):
     """Five trials; the second one's absurd learning rate makes the loss NaN."""
     cwd = tmp_path_factory.mktemp("crash")
     (cwd / "mlruns").mkdir()
-    space = write_space(cwd, [0.001, 0.003, 0.01, 1.0e30], 2)
+    space = learning_rate_space(cwd, [0.001, 0.003, 0.01, 1.0e30], 2)
     command = [*search_command(cwd, space, n_trials=5, epochs=2), f"search.storage={storage_url(cwd)}"]
     # The study as the pipeline creates it (trial 0: the configured values), then the user queues trials.
     cfg = compose_config(*command)
@@ -181,7 +171,7 @@ def test_a_crashing_trial_fails_and_the_study_goes_on(crashed):
     assert "FloatingPointError: training loss is nan" in failed.data.tags[ERROR_TAG]
     # Stopped early: at the first logged loss (logging_steps=5), within its first epoch of 6 steps.
     assert int(re.search(r"at step (\d+)", trials[1].user_attrs["error"]).group(1)) <= 6
-    assert not client(cwd).get_metric_history(failed.info.run_id, "eval_accuracy")
+    assert not mlflow_client(cwd).get_metric_history(failed.info.run_id, "eval_accuracy")
     assert_consistent(cwd)
 
 
@@ -194,7 +184,7 @@ def test_disk_keeps_only_the_best_trials_checkpoint(crashed):
 
 def test_finalize_again_registers_nothing_new_and_keeps_the_champion(crashed):
     cwd, command = crashed
-    c = client(cwd)
+    c = mlflow_client(cwd)
     (version,) = c.search_model_versions("name = 'ag_news'")  # registered by the search
     best = best_trial(load_study(cwd))
     assert version.tags[registry.TRIAL_RUN_TAG] == best.user_attrs["mlflow_run_id"]
@@ -212,7 +202,7 @@ def test_finalize_again_registers_nothing_new_and_keeps_the_champion(crashed):
 
 def test_sigint_during_the_final_step_leaves_the_registry_as_it_was(crashed):
     cwd, command = crashed
-    c = client(cwd)
+    c = mlflow_client(cwd)
     versions = sorted(v.version for v in c.search_model_versions("name = 'ag_news'"))
     champion = c.get_model_version_by_alias("ag_news", "champion").version
     # Under a registry name the best trial is not registered in yet, so the final step runs.
@@ -235,7 +225,7 @@ def test_a_final_step_killed_halfway_is_completed_by_the_same_command(crashed):
     tag and a parent run without pipeline.model_uri (killed after registering), then a logged model no
     version was registered from (killed between logging and registering)."""
     cwd, command = crashed
-    c = client(cwd)
+    c = mlflow_client(cwd)
     parent = runs(cwd, "study")[0].info.run_id
     best_run = best_trial(load_study(cwd)).user_attrs["mlflow_run_id"]
     (version,) = [v for v in c.search_model_versions("name = 'ag_news'") if v.tags[registry.TRIAL_RUN_TAG] == best_run]

@@ -25,8 +25,8 @@ from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
 from pipeline.schema import SearchConfig, TrackingConfig
 from pipeline.study import best_trial
 from pipeline.tracking import ROLE_TAG, TRIAL_TAG, WORKER, Tracker
-from tests.conftest import TINY, pipeline_env
-from tests.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
+from devtools.commands import TINY, pipeline_env
+from devtools.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 FAST = ["trainer.num_train_epochs=1"]

@@ -4,22 +4,16 @@ import re
 import datasets
 import optuna
 import pytest
-import yaml
 from datasets import Dataset, DatasetDict
 
 from pipeline import data, model, progress, storage, train
 from pipeline.errors import PipelineError
 from pipeline.space import Param, at_bounds, hp_space, load_space, seeded_model_init
 from pipeline.study import open_study
-from tests.conftest import TINY, compose_config
+from devtools.commands import TINY
+from tests.conftest import compose_config, write_space
 
 FEATURES = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=["x", "y"]))
-
-
-def write_space(tmp_path, space: dict):
-    path = tmp_path / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return str(path)
 
 
 def test_default_space_has_batch_size_epochs_and_log_learning_rate():

@@ -13,8 +13,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.secrets import redact
-from tests.conftest import TINY, pipeline_env
-from tests.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
+from devtools.commands import TINY, pipeline_env
+from devtools.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
 
 PASSWORD = "s3cr3t-Pa55"
 

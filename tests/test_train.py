@@ -7,7 +7,8 @@ import torch
 from pipeline import data, fgm, model, train
 from pipeline.errors import PipelineError
 from pipeline.space import parse_param
-from tests.conftest import TINY, compose_config
+from devtools.commands import TINY
+from tests.conftest import compose_config
 
 
 @pytest.fixture(scope="module")

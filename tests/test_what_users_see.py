@@ -17,7 +17,8 @@ from mlflow.tracking import MlflowClient
 from pipeline import progress, report
 from pipeline.tracking import ROLE_TAG
 from tests import mlflow_ui
-from tests.conftest import TINY, run_pipeline
+from devtools.commands import TINY, run_pipeline
+from devtools.services import free_port
 
 STUDY = "ag_news-tiny"
 COLUMNS = ["eval_accuracy", "num_train_epochs", "per_device_train_batch_size"]
@@ -132,7 +133,7 @@ def test_optuna_dashboard_opens_the_study_storage(searched):
     study = optuna.load_study(study_name=STUDY, storage=storage.replace("sqlite:///", f"sqlite:///{cwd}/"))
     assert len(study.trials) == 3 and study.best_trial.user_attrs["mlflow_run_id"]
     # The command the summary prints, run where the pipeline ran, serves the study.
-    port = mlflow_ui.free_port()
+    port = free_port()
     command = [shutil.which("optuna-dashboard"), storage, "--host", "127.0.0.1", "--port", str(port)]
     with subprocess.Popen(command, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as server:
         try:

@@ -1,10 +1,11 @@
-"""Real services for the scale-out tests and benchmark: throwaway PostgreSQL databases on
+"""Real services for the tests and benchmarks: throwaway PostgreSQL databases on
 127.0.0.1:5432 and an `mlflow server` subprocess on a free loopback port."""
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,7 +16,6 @@ from pathlib import Path
 
 import psycopg
 
-from tests.conftest import free_port
 
 POSTGRES = "postgres@127.0.0.1:5432"
 # One epoch per trial, so that several worker processes finish within a minute or two on 2 cores.
@@ -24,6 +24,13 @@ num_train_epochs: {type: int, low: 1, high: 1}
 per_device_train_batch_size: {type: categorical, choices: [16, 32]}
 learning_rate: {type: float, low: 1.0e-4, high: 3.0e-3, log: true}
 """
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (until something binds it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _admin(sql: str) -> None:

@@ -1,0 +1,1 @@
+"""Helpers shared by tests/ and benchmarks/: the real command (commands.py) and real services (services.py)."""

@@ -1,0 +1,44 @@
+"""The real command, as tests and benchmarks run it: this checkout's `python -m pipeline`, offline, on
+small real data (`TINY`: the tiny random BERT and a few hundred AG News rows from ../shared)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+AG_NEWS_DIR = ROOT.parent / "shared" / "data" / "ag_news_csv"
+CLASSES = ["World", "Sports", "Business", "Sci/Tech"]
+# Small and fast: the tiny random BERT, a few hundred real AG News rows, short sequences.
+TINY = [
+    "model=tiny",
+    f"dataset.data_dir={AG_NEWS_DIR}",
+    "dataset.max_train_samples=96",
+    "dataset.max_eval_samples=40",
+    "dataset.max_length=48",
+    "trainer.logging_steps=5",
+    "trainer.learning_rate=0.001",
+]
+
+
+def pipeline_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    # The Hub is unreachable here: fail at once instead of retrying for a minute.
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", PYTHONUNBUFFERED="1", TOKENIZERS_PARALLELISM="false")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))  # this checkout
+    env.update(extra)
+    return env
+
+
+def run_pipeline(cwd: Path, *overrides: str, module: str = "pipeline", timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+    """Run `python -m pipeline OVERRIDES` in `cwd` (where mlruns/ and outputs/ land)."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *overrides],
+        cwd=cwd,
+        env=pipeline_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        **popen,
+    )
