@@ -16,6 +16,7 @@ from pipeline import checkpoints, registry, report, torchrun
 from pipeline.outbox import RunRef
 from pipeline.prepare import Prepared
 from pipeline.registry import F1_METRIC, TEST_METRIC, FinalModel
+from pipeline.scoring import Scored
 from pipeline.space import at_bounds
 from pipeline.study import best_trial
 from pipeline.tracking import RUN_ID_ATTR, EpochMetrics
@@ -67,8 +68,10 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
     prediction = predict_test(trainer, prep)
     if not torchrun.is_main():
         return None
-    metrics = scores(prediction)
-    report.log_confusion_matrix(prep.tracker, run_id, prediction, prep.labels)
+    scored = Scored(prep.labels, *([prep.labels[i] for i in ids] for ids in (prediction.label_ids, prediction.predictions.argmax(-1))))
+    metrics = {"test_loss": prediction.metrics["test_loss"], **scored.metrics("test_")}
+    title = f"model={prep.cfg.model.name} on the test split ({len(scored.truth)} rows)"
+    report.log_confusion_matrix(prep.tracker.client, run_id, scored, title)
     trainer.save_model(str(Path(prep.cfg.output_dir) / "model"))  # model + tokenizer (processing_class)
     source = registry.Source(run_id, prep.data_fingerprint, best.run_id)
     final = registry.register(trainer, metrics, prep.tracker, prep.cfg.registry, source)
@@ -94,7 +97,3 @@ def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer
 def predict_test(trainer: PipelineTrainer, prep: Prepared) -> PredictionOutput:
     """The one look at the test split: metrics and the predictions (for the confusion matrix)."""
     return trainer.predict(prep.tokenized["test"], metric_key_prefix="test")
-
-
-def scores(prediction: PredictionOutput) -> dict[str, float]:
-    return {k: v for k, v in prediction.metrics.items() if k in (TEST_METRIC, F1_METRIC, "test_loss")}

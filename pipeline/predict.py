@@ -1,49 +1,72 @@
-"""`python -m pipeline.predict URI TEXT...`: load a saved model directory or a `models:/` URI, print one label per text."""
+"""`python -m pipeline.predict URI [TEXT ...] [--input FILE]`: classify texts with a saved model directory or
+a `models:/` URI. Texts on the command line print `label<TAB>score`; a file's rows come back in their order
+with `label` and `score` (and, with --all-scores, one probability column per class) added."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 
-from pipeline import secrets
+import pandas as pd
+
+from pipeline import classifier, files, secrets
+from pipeline.errors import PipelineError
 from pipeline.schema import TrackingConfig
 
 
-def load(uri: str, tracking_uri: str):
-    """A callable mapping texts to labels."""
-    if Path(uri).is_dir():
-        from transformers import pipeline
-
-        classify = pipeline("text-classification", model=uri, tokenizer=uri)
-        return lambda texts: [out["label"] for out in classify(texts)]
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(uri)
-    return lambda texts: list(model.predict(texts)["label"])
+def arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__)
+    parser.add_argument("uri", help="saved model directory, or models:/NAME@champion, models:/NAME/VERSION, runs:/...")
+    parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (or use --input)")
+    parser.add_argument("--input", help="a CSV, JSONL, JSON or Parquet file, or - for one text per line on stdin")
+    parser.add_argument("--text-columns", default="text", help="the file's text columns, joined with a space (default: text)")
+    parser.add_argument("--output", help="where the rows go: .csv, .jsonl, .json or .parquet (default: CSV on stdout)")
+    parser.add_argument("--batch-size", type=int, default=classifier.BATCH_SIZE, help="texts per batch (default: %(default)s)")
+    parser.add_argument("--all-scores", action="store_true", help="add one probability column per class")
+    parser.add_argument(
+        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
+        help="MLflow tracking/registry URI for models:/ URIs (default: %(default)s)",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__)
-    parser.add_argument("uri", help="saved model directory, or models:/NAME@champion, models:/NAME/VERSION, runs:/...")
-    parser.add_argument("texts", nargs="+", metavar="TEXT")
-    parser.add_argument(
-        "--tracking-uri",
-        default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
-        help="MLflow tracking/registry URI for models:/ URIs (default: %(default)s)",
-    )
     secrets.guard_process()  # --help prints the default tracking URI, which may hold a password
-    args = parser.parse_args(argv)
+    args = arguments().parse_args(argv)
     try:
-        classify = load(args.uri, args.tracking_uri)
-    except Exception as err:  # missing model or alias, unreachable registry
-        print(f"error: cannot load {args.uri}: {str(err).splitlines()[0]}", file=sys.stderr)
+        run(args)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
         return 2
-    for label in classify(args.texts):
-        print(label)
     return 0
+
+
+def run(args: argparse.Namespace) -> None:
+    if bool(args.texts) == bool(args.input):
+        raise PipelineError("give texts on the command line or --input FILE (one of the two)")
+    if args.batch_size < 1:
+        raise PipelineError(f"--batch-size={args.batch_size}: must be at least 1")
+    rows = files.read_rows(args.input) if args.input else None  # a bad file fails before the model loads
+    columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
+    texts = files.texts_of(rows, columns, f"--input={args.input}") if rows is not None else args.texts
+    model = classifier.load(args.uri, args.tracking_uri)
+    probabilities = model.probabilities(texts, args.batch_size, progress=rows is not None)
+    labels, scores = model.label_of(probabilities)
+    if rows is None:
+        for label, score in zip(labels, scores):
+            print(f"{label}\t{score:.4f}")
+        return
+    files.write_rows(with_predictions(rows, model, probabilities, args.all_scores), args.output)
+
+
+def with_predictions(rows: pd.DataFrame, model: classifier.Classifier, probabilities, all_scores: bool) -> pd.DataFrame:
+    """`rows` with the predicted label and its score (prefixed `predicted_` where the input has such columns)."""
+    labels, scores = model.label_of(probabilities)
+    added = {"label": labels, "score": scores}
+    if all_scores:
+        added |= {f"score_{label}": probabilities[:, i] for i, label in enumerate(model.labels)}
+    clash = set(added) & set(rows.columns)
+    return rows.assign(**{(f"predicted_{k}" if clash else k): v for k, v in added.items()})
 
 
 if __name__ == "__main__":

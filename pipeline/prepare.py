@@ -50,6 +50,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     torchrun.check(cfg)
     space = load_space(cfg.search.space) if cfg.mode != Mode.train else []
     tokenizer = model.load_tokenizer(cfg.model)
+    tokenizer.model_max_length = cfg.dataset.max_length  # saved with the model: predicting truncates as training did
     model.check_max_length(cfg.model, cfg.dataset.max_length)
     splits = data.load_splits(cfg.dataset, cfg.seed)
     labels = data.label_names(splits)

@@ -18,6 +18,7 @@ from pipeline.train import PipelineTrainer
 
 TEST_METRIC = "test_accuracy"
 F1_METRIC = "test_f1_macro"
+PER_CLASS_TAGS = ("test_precision_", "test_recall_", "test_f1_")  # also on each version, as tags
 # On a version registered from a search: its best trial's MLflow run, unique even if the study is recreated.
 TRIAL_RUN_TAG = "pipeline.trial_run_id"
 # On every version: the fingerprint of the splits it was trained and scored on (data.fingerprint).
@@ -56,6 +57,7 @@ def register(
     logged_uri = f"models:/{logged.model_id}" if logged else log_model(trainer, run_id, trial_run_id)
     with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
         tags = {TEST_METRIC: str(metrics[TEST_METRIC]), F1_METRIC: str(metrics[F1_METRIC]), DATA_TAG: source.data_fingerprint}
+        tags |= {k: str(v) for k, v in metrics.items() if k.startswith(PER_CLASS_TAGS)}
         if trial_run_id:
             tags[TRIAL_RUN_TAG] = trial_run_id
         registered = mlflow.register_model(logged_uri, name, tags=tags)

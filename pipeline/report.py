@@ -9,14 +9,14 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 
 import matplotlib.pyplot as plt
-import numpy as np
 import optuna
+from mlflow.tracking import MlflowClient
 import optuna.visualization as plotly_plots
 import optuna.visualization.matplotlib as png_plots
 from optuna.trial import TrialState
 from sklearn.metrics import ConfusionMatrixDisplay
-from transformers.trainer_utils import PredictionOutput
 
+from pipeline.scoring import Scored
 from pipeline.study import best_trial
 from pipeline.tracking import RUN_ID_ATTR, Tracker
 from pipeline.train import OBJECTIVE
@@ -90,14 +90,13 @@ def trials_table(study: optuna.Study) -> str:
     return frame[first + [c for c in frame.columns if c not in first]].to_csv(index=False)
 
 
-def log_confusion_matrix(tracker: Tracker, run_id: str, prediction: PredictionOutput, labels: list[str]) -> None:
-    """The final model's confusion matrix on the test split, as a PNG artifact of `run_id`."""
-    predicted = np.argmax(prediction.predictions, axis=-1)
+def log_confusion_matrix(client: MlflowClient, run_id: str, scored: Scored, title: str) -> None:
+    """The confusion matrix (counts; rows are the true labels) as the PNG artifact `confusion_matrix.png` of `run_id`."""
     display = ConfusionMatrixDisplay.from_predictions(
-        prediction.label_ids, predicted, labels=list(range(len(labels))), display_labels=labels,
-        xticks_rotation=30, colorbar=False,
+        scored.truth, scored.predicted, labels=scored.labels, xticks_rotation=30, colorbar=False, cmap="Blues",
     )
-    display.ax_.set_title("test split")
+    display.ax_.grid(False)  # no lines through the cells' counts
+    display.ax_.set_title(title)
     display.figure_.tight_layout()
-    tracker.client.log_figure(run_id, display.figure_, CONFUSION_MATRIX)
+    client.log_figure(run_id, display.figure_, CONFUSION_MATRIX)
     plt.close(display.figure_)

@@ -90,7 +90,7 @@ def test_predict_loads_champion_in_a_new_process(searched):
     texts = ["Stocks rally as oil slides", "Team wins the cup final"]
     result = run_pipeline(cwd, "models:/ag_news@champion", *texts, module="pipeline.predict")
     assert result.returncode == 0, result.stderr[-2000:]
-    labels = result.stdout.split("\n")[:-1]
+    labels = [line.split("\t")[0] for line in result.stdout.split("\n")[:-1]]
     assert len(labels) == 2 and set(labels) <= set(CLASSES)
 
 
@@ -99,7 +99,8 @@ def test_predict_loads_a_saved_directory(searched):
     (model_dir,) = sorted((cwd / "outputs" / STUDY).glob("*/model"))[-1:]
     result = run_pipeline(cwd, str(model_dir), "Markets fall", module="pipeline.predict")
     assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.strip() in CLASSES
+    label, score = result.stdout.strip().split("\t")
+    assert label in CLASSES and 0 < float(score) <= 1
 
 
 def test_train_mode_trains_once_and_registers(tmp_path):

@@ -1,0 +1,77 @@
+"""A trained classifier loaded once, from a saved directory or a `models:/` (or `runs:/`) URI, and applied
+in length-sorted batches without gradients: every class's probability for each text."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+
+from pipeline.errors import PipelineError
+
+BATCH_SIZE = 64
+
+
+@dataclass
+class Classifier:
+    model: PreTrainedModel
+    tokenizer: object
+    labels: list[str]  # by class id
+
+    def probabilities(self, texts: list[str], batch_size: int = BATCH_SIZE, progress: bool = False) -> np.ndarray:
+        """Rows of class probabilities, in the order of `texts`. Texts are truncated as in training (the saved
+        tokenizer's model_max_length) and batched by length, so padding costs little."""
+        encoded = self.tokenizer(texts, truncation=True)["input_ids"]
+        order = np.argsort([len(ids) for ids in encoded], kind="stable")
+        result = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
+        self.model.eval()
+        starts = range(0, len(order), batch_size)
+        with torch.inference_mode():
+            for start in tqdm(starts, desc="classify", unit="batch", disable=not progress):
+                rows = order[start:start + batch_size]
+                batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
+                logits = self.model(**batch.to(self.model.device)).logits
+                result[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return result
+
+    def label_of(self, probabilities: np.ndarray) -> tuple[list[str], np.ndarray]:
+        """Each row's most likely label and its probability."""
+        best = probabilities.argmax(axis=1)
+        return [self.labels[i] for i in best], probabilities[np.arange(len(best)), best]
+
+
+def load(uri: str, tracking_uri: str) -> Classifier:
+    """The model at `uri`: a directory `save_pretrained` wrote, or an MLflow model URI in `tracking_uri`."""
+    if Path(uri).is_dir():
+        model, tokenizer = AutoModelForSequenceClassification.from_pretrained(uri), AutoTokenizer.from_pretrained(uri)
+    elif uri.startswith(("models:/", "runs:/")):
+        model, tokenizer = _from_mlflow(uri, tracking_uri)
+    else:
+        raise PipelineError(f"{uri}: neither a model directory nor a models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI")
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return Classifier(model, tokenizer, labels)
+
+
+def _from_mlflow(uri: str, tracking_uri: str):
+    import mlflow
+
+    check_store(tracking_uri)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    try:
+        components = mlflow.transformers.load_model(uri, return_type="components")
+    except Exception as err:  # no such model, version or alias; an unreachable server
+        raise PipelineError(f"cannot load {uri} from --tracking-uri={tracking_uri}: {str(err).splitlines()[0]}") from None
+    return components["model"], components["tokenizer"]
+
+
+def check_store(tracking_uri: str) -> None:
+    """A mistyped local store would be created empty by MLflow: refuse one that does not exist."""
+    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        raise PipelineError(
+            f"--tracking-uri={tracking_uri}: no such file; run from the directory that holds mlruns/, or give the "
+            "store's path (sqlite:///PATH/mlflow.db) or server (http://HOST:PORT)"
+        )

@@ -1,0 +1,159 @@
+"""`python -m pipeline.evaluate URI FILE --label-column L`: score a model on new labelled rows (a file, or the
+test split of an AG News release with --data-dir). Prints accuracy, macro-F1 and per-class scores beside the
+version's recorded test accuracy; for a registered version, logs an MLflow run (tag pipeline.role=evaluation)
+with the metrics, the data as an input and the confusion matrix, linked to the version both ways."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Metric, RunStatus
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
+
+from pipeline import classifier, data, files, report, secrets
+from pipeline.errors import PipelineError
+from pipeline.registry import TEST_METRIC
+from pipeline.schema import TrackingConfig
+from pipeline.scoring import PER_CLASS, Scored, metric_name
+from pipeline.tracking import ROLE_TAG
+
+MODEL_VERSION_TAG = "pipeline.model_version"  # on the evaluation run: models:/NAME/VERSION
+EVALUATION_TAG = "pipeline.evaluation_run"  # on the version: its latest evaluation run
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """The rows to score: their texts and true labels, and where they came from."""
+
+    rows: pd.DataFrame
+    texts: list[str]
+    truth: list[str]
+    source: str
+
+
+def arguments() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__)
+    parser.add_argument("uri", help="models:/NAME@champion, models:/NAME/VERSION, or a saved model directory")
+    parser.add_argument("file", nargs="?", help="a labelled CSV, JSONL, JSON or Parquet file")
+    parser.add_argument("--label-column", default="label", help="the file's label column (default: label)")
+    parser.add_argument("--text-columns", default="text", help="the file's text columns, joined with a space (default: text)")
+    parser.add_argument("--data-dir", help="instead of FILE: an AG News CSV release directory, scored on its test.csv")
+    parser.add_argument("--batch-size", type=int, default=classifier.BATCH_SIZE, help="texts per batch (default: %(default)s)")
+    parser.add_argument(
+        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
+        help="MLflow tracking/registry URI (default: %(default)s)",
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    secrets.guard_process()
+    args = arguments().parse_args(argv)
+    try:
+        run(args)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict[str, float]:
+    labelled = read_labelled(args)
+    model = classifier.load(args.uri, args.tracking_uri)
+    unknown = sorted(set(labelled.truth) - set(model.labels))
+    if unknown:
+        raise PipelineError(
+            f"{labelled.source}: labels {unknown} are not among the model's labels {model.labels}; "
+            "fix the labels or evaluate a model trained on them"
+        )
+    predicted, _ = model.label_of(model.probabilities(labelled.texts, args.batch_size, progress=True))
+    scored = Scored(model.labels, labelled.truth, predicted)
+    metrics = scored.metrics()
+    version = registered_version(args.uri, args.tracking_uri)
+    print(summary(args.uri, labelled, scored, metrics, version))
+    if version is not None:
+        run_id = log_evaluation(args.tracking_uri, version, labelled, scored)
+        print(f"logged as MLflow run {run_id} (tag {ROLE_TAG}=evaluation); {EVALUATION_TAG} on models:/{version.name}/{version.version}")
+    return metrics
+
+
+def read_labelled(args: argparse.Namespace) -> Labelled:
+    if bool(args.file) == bool(args.data_dir):
+        raise PipelineError("give a labelled FILE or --data-dir DIR (one of the two)")
+    if args.data_dir:
+        _, test = data.read_ag_news_csv(args.data_dir)
+        names = test.features["label"].names
+        rows = test.to_pandas()
+        return Labelled(rows, list(rows["text"]), [names[i] for i in rows["label"]], f"--data-dir={args.data_dir}")
+    where = f"FILE={args.file}"
+    rows = files.read_rows(args.file, "FILE")
+    if args.label_column not in rows.columns:
+        raise PipelineError(f"{where}: column {args.label_column!r} not found (columns: {', '.join(map(str, rows.columns))}); set --label-column")
+    rows = rows[rows[args.label_column].notna()]
+    texts = files.texts_of(rows, [c.strip() for c in args.text_columns.split(",") if c.strip()], where)
+    return Labelled(rows, texts, [str(v).strip() for v in rows[args.label_column]], where)
+
+
+def registered_version(uri: str, tracking_uri: str):
+    """The model version a models:/ URI names (None for a directory or runs:/ URI)."""
+    if not uri.startswith("models:/"):
+        return None
+    client = MlflowClient(tracking_uri, tracking_uri)
+    name, _, rest = uri.removeprefix("models:/").partition("/")
+    if "@" in name:
+        name, alias = name.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    return client.get_model_version(name, rest)
+
+
+def summary(uri: str, labelled: Labelled, scored: Scored, metrics: dict[str, float], version) -> str:
+    recorded = version.tags.get(TEST_METRIC) if version is not None else None
+    then = f" (test accuracy when registered: {float(recorded):.4f})" if recorded else ""
+    lines = [
+        f"{uri} on {labelled.source} ({len(labelled.texts)} rows)",
+        f"accuracy {metrics['accuracy']:.4f}{then}",
+        f"f1_macro {metrics['f1_macro']:.4f}",
+        f"{'label':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}",
+    ]
+    for label in scored.labels:
+        precision, recall, f1, support = (metrics[f"{kind}_{metric_name(label)}"] for kind in PER_CLASS)
+        lines.append(f"{str(label):<20} {precision:>9.4f} {recall:>9.4f} {f1:>9.4f} {int(support):>8}")
+    return "\n".join(lines)
+
+
+def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Scored) -> str:
+    """An MLflow run in the version's experiment: metrics, the data as an input, the confusion matrix."""
+    client = MlflowClient(tracking_uri, tracking_uri)
+    experiment_id = client.get_run(version.run_id).info.experiment_id
+    model_uri = f"models:/{version.name}/{version.version}"
+    tags = {ROLE_TAG: "evaluation", MODEL_VERSION_TAG: model_uri, MLFLOW_RUN_NAME: f"evaluate-{version.name}-v{version.version}"}
+    run_id = client.create_run(experiment_id, tags=tags).info.run_id
+    try:
+        now = int(time.time() * 1000)
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scored.metrics().items()])
+        path = labelled.source.split("=", 1)[1]
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both readings are the local file
+            warnings.simplefilter("ignore", UserWarning)
+            dataset = mlflow.data.from_pandas(labelled.rows, source=path, name=Path(path).name)
+        mlflow.set_tracking_uri(tracking_uri)
+        with mlflow.start_run(run_id=run_id):
+            mlflow.log_input(dataset, context="evaluation")
+        report.log_confusion_matrix(client, run_id, scored, f"{model_uri} on {labelled.source}")
+        client.set_model_version_tag(version.name, version.version, EVALUATION_TAG, run_id)
+    except BaseException:
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return run_id
+
+
+if __name__ == "__main__":
+    sys.exit(main())

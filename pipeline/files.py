@@ -1,0 +1,68 @@
+"""Rows in and out of users' files: CSV, JSONL (or JSON) and Parquet by suffix, `-` for one text per line
+on stdin; texts joined from their columns as training joins them."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.errors import PipelineError
+
+# CSV cells as written (no "007" -> 7.0); empty cells stay missing, as the training loader reads them.
+READERS = {".csv": lambda p: pd.read_csv(p, dtype=str), ".jsonl": lambda p: pd.read_json(p, lines=True), ".json": pd.read_json,
+           ".parquet": pd.read_parquet}
+STDIN = "-"
+
+
+def read_rows(path: str, option: str = "--input") -> pd.DataFrame:
+    """The file's rows (`-`: stdin, one text per line, as column `text`); bad files are one-line errors."""
+    if path == STDIN:
+        lines = [line.rstrip("\r\n") for line in sys.stdin]
+        rows = pd.DataFrame({"text": [line for line in lines if line.strip()]})
+    else:
+        rows = _read_file(Path(path), option)
+    if rows.empty:
+        raise PipelineError(f"{option}={path}: no rows; the file needs data" + (" under its header" if path.endswith(".csv") else ""))
+    return rows
+
+
+def _read_file(path: Path, option: str) -> pd.DataFrame:
+    reader = READERS.get(path.suffix.lower())
+    if reader is None:
+        raise PipelineError(f"{option}={path}: unknown format {path.suffix!r}; use {', '.join(READERS)}, or - for stdin")
+    if not path.is_file():
+        raise PipelineError(f"{option}={path}: no such file")
+    try:
+        return reader(path)
+    except pd.errors.EmptyDataError:
+        return pd.DataFrame()
+    except UnicodeDecodeError as err:
+        raise PipelineError(f"{option}={path}: not UTF-8 ({err.reason}); re-save it as UTF-8") from None
+    except Exception as err:  # pandas / pyarrow parse errors
+        raise PipelineError(f"{option}={path}: could not be read as {path.suffix[1:]}: {str(err).splitlines()[0]}") from None
+
+
+def texts_of(rows: pd.DataFrame, columns: list[str], where: str) -> list[str]:
+    """Each row's text: its `columns` joined with a space, missing values left out (as in training)."""
+    missing = [c for c in columns if c not in rows.columns]
+    if missing:
+        raise PipelineError(
+            f"{where}: column {missing[0]!r} not found (columns: {', '.join(map(str, rows.columns))}); set --text-columns"
+        )
+    values = rows[columns].astype(object).where(rows[columns].notna(), None)
+    return [" ".join(str(v) for v in row if v is not None) for row in values.itertuples(index=False)]
+
+
+def write_rows(rows: pd.DataFrame, output: str | None) -> None:
+    """To `output` by its suffix (CSV, JSONL, JSON, Parquet), or as CSV to stdout."""
+    if output is None:
+        rows.to_csv(sys.stdout, index=False)
+        return
+    path = Path(output)
+    writers = {".csv": lambda: rows.to_csv(path, index=False), ".jsonl": lambda: rows.to_json(path, orient="records", lines=True),
+               ".json": lambda: rows.to_json(path, orient="records"), ".parquet": lambda: rows.to_parquet(path, index=False)}
+    if path.suffix.lower() not in writers:
+        raise PipelineError(f"--output={output}: unknown format {path.suffix!r}; use {', '.join(writers)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writers[path.suffix.lower()]()

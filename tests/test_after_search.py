@@ -1,0 +1,172 @@
+"""After the search, as users go on: classify files with the champion (CSV, JSONL, Parquet, stdin), evaluate
+it on new labelled rows (an MLflow evaluation run linked to the version), and serve it over HTTP with
+`mlflow models serve`. One tiny search on a CSV of string labels, written fresh, makes the champion."""
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from devtools.commands import pipeline_env, run_pipeline
+from devtools.services import free_port
+from pipeline.evaluate import EVALUATION_TAG, MODEL_VERSION_TAG
+from pipeline.report import CONFUSION_MATRIX
+from pipeline.tracking import ROLE_TAG
+from tests.mlflow_ui import wait_for
+from tests.test_own_csv import TOPICS, command, write_reviews
+
+CHAMPION = "models:/local@champion"
+LABELS = sorted(TOPICS)
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory):
+    """A project directory whose store holds a registered champion trained on string labels."""
+    root = tmp_path_factory.mktemp("after")
+    work = root / "project"
+    work.mkdir()
+    data = write_reviews(root / "data" / "reviews.csv")
+    result = run_pipeline(work, *command(data), "trainer.num_train_epochs=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    return work, uri, MlflowClient(uri, uri)
+
+
+def predict(work, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.predict", *args], cwd=work, env=pipeline_env(), input=stdin,
+        capture_output=True, text=True, timeout=300,
+    )
+
+
+def new_texts() -> pd.DataFrame:
+    """Rows for the model to classify, with an id to check the order and a column the model never saw."""
+    words = [TOPICS[label] for label in LABELS]
+    return pd.DataFrame({"id": range(9), "body": [f"{words[i % 3]} fresh {i}" for i in range(9)], "note": ["n"] * 9})
+
+
+def test_the_registered_version_has_per_class_test_metrics(champion):
+    _, _, client = champion
+    version = client.get_model_version_by_alias("local", "champion")
+    run = client.get_run(version.run_id)
+    for label in LABELS:
+        assert 0 <= float(version.tags[f"test_f1_{label}"]) <= 1
+        assert {f"test_precision_{label}", f"test_recall_{label}", f"test_support_{label}"} <= set(run.data.metrics)
+
+
+def test_predict_classifies_csv_jsonl_parquet_and_stdin_keeping_the_rows_and_their_order(champion, tmp_path):
+    work, _, _ = champion
+    rows = new_texts()
+    rows.to_csv(tmp_path / "in.csv", index=False)
+    rows.to_json(tmp_path / "in.jsonl", orient="records", lines=True)
+    rows.to_parquet(tmp_path / "in.parquet")
+    outputs = {}
+    for suffix in ("csv", "jsonl", "parquet"):
+        out = tmp_path / f"out.{suffix}"
+        result = predict(work, CHAMPION, "--input", str(tmp_path / f"in.{suffix}"), "--text-columns", "body",
+                         "--output", str(out), "--all-scores", "--batch-size", "4")
+        assert result.returncode == 0, result.stderr[-3000:]
+        outputs[suffix] = {"csv": pd.read_csv, "jsonl": lambda p: pd.read_json(p, lines=True), "parquet": pd.read_parquet}[suffix](out)
+    for suffix, found in outputs.items():
+        assert list(found["id"]) == list(range(9)) and list(found["note"]) == ["n"] * 9, suffix
+        assert set(found["label"]) <= set(LABELS)
+        scores = found[[f"score_{label}" for label in LABELS]]
+        assert scores.sum(axis=1).round(4).eq(1).all()
+        assert (found["score"] - scores.max(axis=1)).abs().max() < 1e-6
+        assert list(found["label"]) == list(outputs["csv"]["label"])  # the format does not change the answer
+    stdin = predict(work, CHAMPION, "--input", "-", stdin="\n".join(new_texts()["body"]) + "\n")
+    assert stdin.returncode == 0, stdin.stderr[-3000:]
+    printed = pd.read_csv(pd.io.common.StringIO(stdin.stdout))
+    assert list(printed.columns) == ["text", "label", "score"]
+    assert list(printed["label"]) == list(outputs["csv"]["label"])
+
+
+def test_predict_prints_a_label_and_its_score_per_text_on_the_command_line(champion):
+    work, _, _ = champion
+    result = predict(work, CHAMPION, "match goal team tonight", "bank market shares fall")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert len(lines) == 2 and all(label in LABELS and 0 < float(score) <= 1 for label, score in lines)
+
+
+@pytest.mark.parametrize("case, args, says", [
+    ("missing column", ["--input", "{dir}/in.csv", "--text-columns", "title"], "column 'title' not found"),
+    ("empty file", ["--input", "{dir}/empty.csv"], "no rows"),
+    ("unknown format", ["--input", "{dir}/in.xlsx"], "unknown format '.xlsx'"),
+    ("no such alias", ["--input", "{dir}/in.csv", "--text-columns", "body", "--model", "models:/local@nobody"], "nobody"),
+    ("mistyped store", ["--input", "{dir}/in.csv", "--text-columns", "body", "--tracking-uri", "sqlite:///{dir}/typo/mlflow.db"], "no such file"),
+])
+def test_bad_predict_input_is_one_error_line(champion, tmp_path, case, args, says):
+    work, _, _ = champion
+    new_texts().to_csv(tmp_path / "in.csv", index=False)
+    (tmp_path / "empty.csv").write_text("body\n")
+    args = [a.format(dir=tmp_path) for a in args]
+    uri = CHAMPION
+    if "--model" in args:
+        at = args.index("--model")
+        uri, args = args[at + 1], args[:at] + args[at + 2:]
+    result = predict(work, uri, *args)
+    assert result.returncode == 2, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says in errors[0], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "typo").exists()  # a mistyped store is not created
+
+
+def test_evaluate_logs_an_evaluation_run_linked_to_the_version(champion, tmp_path):
+    work, _, client = champion
+    labelled = new_texts().assign(topic=[LABELS[i % 3] for i in range(9)])
+    labelled.to_csv(tmp_path / "week.csv", index=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.evaluate", CHAMPION, str(tmp_path / "week.csv"), "--label-column", "topic",
+         "--text-columns", "body"], cwd=work, env=pipeline_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test accuracy when registered" in result.stdout and "f1_macro" in result.stdout
+    version = client.get_model_version_by_alias("local", "champion")
+    run = client.get_run(version.tags[EVALUATION_TAG])
+    assert run.data.tags[ROLE_TAG] == "evaluation" and run.info.status == "FINISHED"
+    assert run.data.tags[MODEL_VERSION_TAG] == f"models:/local/{version.version}"
+    assert run.info.experiment_id == client.get_run(version.run_id).info.experiment_id
+    assert {"accuracy", "f1_macro", *(f"f1_{label}" for label in LABELS)} <= set(run.data.metrics)
+    assert run.data.metrics["support_money"] == 3
+    (source,) = run.inputs.dataset_inputs
+    assert source.dataset.name == "week.csv" and {t.value for t in source.tags} == {"evaluation"}
+    assert CONFUSION_MATRIX in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+    # Labels the model does not know: one line naming them, nothing logged.
+    labelled.assign(topic="cooking").to_csv(tmp_path / "other.csv", index=False)
+    other = subprocess.run(
+        [sys.executable, "-m", "pipeline.evaluate", CHAMPION, str(tmp_path / "other.csv"), "--label-column", "topic",
+         "--text-columns", "body"], cwd=work, env=pipeline_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert other.returncode == 2 and "['cooking'] are not among the model's labels" in other.stderr
+    assert client.get_model_version_by_alias("local", "champion").tags[EVALUATION_TAG] == run.info.run_id
+
+
+def test_the_champion_served_by_mlflow_answers_labels_and_scores_over_http(champion):
+    work, uri, _ = champion
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION, "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", str(port)]
+    env = pipeline_env(MLFLOW_TRACKING_URI=uri)
+    with open(work / "serve.log", "w") as log:
+        server = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/ping", server, 180)
+        for body in ({"inputs": ["match goal team", "lab study cells"]},
+                     {"dataframe_split": {"columns": ["text"], "data": [["match goal team"], ["lab study cells"]]}}):
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
+            )
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                predictions = json.loads(answer.read())["predictions"]
+            assert len(predictions) == 2
+            assert all(p["label"] in LABELS and 0 < p["score"] <= 1 for p in predictions), predictions
+    finally:
+        os.killpg(server.pid, 15)
+        server.wait(timeout=30)
