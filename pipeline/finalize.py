@@ -3,6 +3,7 @@ or reloaded from its kept weights, scored once on the test split, saved and regi
 every rank trains and scores; rank 0 alone writes."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import optuna
 from transformers import AutoModelForSequenceClassification
 from transformers.trainer_utils import PredictionOutput
 
-from pipeline import checkpoints, registry, report, torchrun
+from pipeline import checkpoints, model_card, registry, report, torchrun
 from pipeline.outbox import RunRef
 from pipeline.prepare import Prepared
 from pipeline.registry import F1_METRIC, TEST_METRIC, FinalModel
@@ -32,6 +33,7 @@ class BestTrial:
     params: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None  # its kept weights, when every rank can read them
     run_id: str | None = None  # its MLflow run
+    value: float | None = None  # its validation accuracy
 
 
 def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTrial:
@@ -45,10 +47,10 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
             log.warning("best trial %d: %s in search.space=%s; widen the range there", trial.number, edge, cfg.space)
         prep.tracker.log_metrics(parent, {f"best_{OBJECTIVE}": trial.value})
         run_id = trial.user_attrs.get(RUN_ID_ATTR) or prep.tracker.trial_run_of(parent, trial.number)
-        best = BestTrial(trial.params, checkpoints.checkpoint_for(trial, cfg.checkpoint_dir), run_id)
+        best = BestTrial(trial.params, checkpoints.checkpoint_for(trial, cfg.checkpoint_dir), run_id, trial.value)
     best = torchrun.from_main(best)
     readable = torchrun.everywhere(best.checkpoint is not None and (best.checkpoint / "config.json").is_file())
-    return best if readable else BestTrial(best.params, None, best.run_id)
+    return best if readable else dataclasses.replace(best, checkpoint=None)
 
 
 def registered_before(prep: Prepared, best: BestTrial, parent: str) -> FinalModel | None:
@@ -72,9 +74,13 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
     metrics = {"test_loss": prediction.metrics["test_loss"], **scored.metrics("test_")}
     title = f"model={prep.cfg.model.name} on the test split ({len(scored.truth)} rows)"
     report.log_confusion_matrix(prep.tracker.client, run_id, scored, title)
-    trainer.save_model(str(Path(prep.cfg.output_dir) / "model"))  # model + tokenizer (processing_class)
+    directory = Path(prep.cfg.output_dir) / "model"
+    trainer.save_model(str(directory))  # model + tokenizer (processing_class)
     source = registry.Source(run_id, prep.data_fingerprint, best.run_id)
     final = registry.register(trainer, metrics, prep.tracker, prep.cfg.registry, source)
+    text = model_card.card(prep, best.params, best.value, metrics)
+    (directory / "README.md").write_text(text, encoding="utf-8")
+    prep.tracker.client.update_model_version(prep.cfg.registry.name, final.version, description=text)
     log.info(
         "%s=%.4f %s=%.4f; registered %s; %s is version %s", TEST_METRIC, metrics[TEST_METRIC], F1_METRIC,
         metrics[F1_METRIC], final.model_uri, prep.cfg.registry.alias, final.champion,

@@ -29,6 +29,7 @@ class Prepared:
     labels: list[str]  # label names by id
     model_init: Callable
     data_fingerprint: str  # data.fingerprint of the splits
+    split_digests: dict[str, str]  # each split's content digest
     tracker: Tracker  # rank 0's; under torchrun the other ranks write nowhere
 
     def trainer(self, params: dict[str, Any], callbacks: list) -> train.PipelineTrainer:
@@ -57,9 +58,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     model_init = model.make_model_init(cfg.model, labels)
     # Only now write anything: bad input above leaves no experiment, study or run behind.
     tracker = torchrun.tracker(cfg)
-    fingerprint = data.fingerprint(splits)
+    identity = data.identify(splits)
     if torchrun.is_main():
-        registry.check_data(tracker, cfg.registry.name, fingerprint)
+        registry.check_data(tracker, cfg.registry.name, identity.fingerprint)
     tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
     log.info("data: %s; labels: %s", {k: len(v) for k, v in splits.items()}, labels)
-    return Prepared(cfg, space, tokenizer, tokenized, labels, model_init, fingerprint, tracker)
+    return Prepared(cfg, space, tokenizer, tokenized, labels, model_init, identity.fingerprint, identity.splits, tracker)

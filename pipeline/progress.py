@@ -25,11 +25,15 @@ SHORT = {"per_device_train_batch_size": "batch", "num_train_epochs": "epochs", "
 
 
 def quiet() -> None:
-    """Each library warning once per process, not once per trial; Optuna's own per-trial lines off
-    (TrialProgress says more)."""
+    """Each library warning once per process, not once per trial; Optuna's own per-trial lines, its
+    experimental-feature warnings and MLflow's table-creation lines off (TrialProgress says more)."""
     if not getattr(warnings.showwarning, "once", False):
         warnings.showwarning = _once(warnings.showwarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # The heartbeat and its retry of dead workers' trials are Optuna "experimental" features, used on purpose.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # "Creating initial MLflow database tables"
+        logging.getLogger(name).setLevel(logging.WARNING)
     trials = logging.getLogger("optuna.study._optimize")  # "Trial N failed ... because of the following error"
     if _without_traceback not in trials.filters:
         trials.addFilter(_without_traceback)

@@ -8,16 +8,7 @@ from contextlib import contextmanager
 import optuna
 from omegaconf import DictConfig
 
-from pipeline import (
-    checkpoints,
-    finalize,
-    progress,
-    report,
-    search,
-    storage,
-    study,
-    torchrun,
-)
+from pipeline import checkpoints, finalize, progress, provenance, report, search, storage, study, torchrun
 from pipeline.errors import PipelineError
 from pipeline.finalize import BestTrial
 from pipeline.prepare import Prepared, prepare
@@ -38,7 +29,7 @@ def run_train(prep: Prepared) -> FinalModel | None:
     tracker = prep.tracker
     run_id = tracker.new_run(f"train-{prep.cfg.model.name}", "train")
     with tracker.running(run_id):
-        tracker.log_invocation(run_id, prep.cfg)
+        provenance.record(tracker, run_id, prep.cfg, prep.split_digests)
         final = finalize.train_and_register(prep, BestTrial(), run_id)
     if final is not None:
         progress.print_summary(progress.Summary(None, final.metrics, final.model_uri, final.champion, tracker.uri))
@@ -82,7 +73,7 @@ def study_run(prep: Prepared, trials: optuna.Study | None) -> Iterator[str]:
     tracker = prep.tracker
     parent = tracker.study_run(prep.cfg.search.study_name)
     with tracker.running(parent):
-        tracker.log_invocation(parent, prep.cfg)
+        provenance.record(tracker, parent, prep.cfg, prep.split_digests)
         if trials is not None:
             study.fail_stale_trials(trials)  # trials of a killed worker, once its heartbeat is past grace_period
             study.warn_on_shared_sqlite(prep.cfg.search, trials)

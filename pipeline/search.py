@@ -7,13 +7,7 @@ from optuna.trial import TrialState
 from pipeline import trainer_internals
 from pipeline.schema import SearchConfig
 from pipeline.space import Param, hp_space
-from pipeline.study import (
-    DIRECTION,
-    TrialSeededSampler,
-    make_pruner,
-    make_sampler,
-    trial_name,
-)
+from pipeline.study import DIRECTION, TrialSeededSampler, make_pruner, make_sampler, trial_name
 from pipeline.train import PipelineTrainer, objective
 
 

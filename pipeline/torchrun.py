@@ -81,9 +81,6 @@ class ReplicaTracker(Tracker):
     def running(self, run_id: str) -> Iterator[str]:
         yield run_id
 
-    def log_invocation(self, run_id: str, cfg: DictConfig) -> None:
-        pass
-
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         pass
 

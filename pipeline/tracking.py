@@ -4,9 +4,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import shlex
-import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +15,6 @@ import requests
 from mlflow.entities import Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
-from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
@@ -27,7 +23,6 @@ from pipeline.file_lock import sqlite_creation_lock
 from pipeline.interrupts import deferring
 from pipeline.outbox import Outbox, RunRef
 from pipeline.schema import TrackingConfig
-from pipeline.secrets import redact
 from pipeline.study import worker_name
 from pipeline.train import OBJECTIVE
 from pipeline.trainer_internals import current_trial
@@ -133,13 +128,6 @@ class Tracker:
         finally:
             self.client.set_terminated(run_id, status)
 
-    def log_invocation(self, run_id: str, cfg: DictConfig) -> None:
-        """The resolved config and the exact command line, as artifacts of the run."""
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.yaml").write_text(redact(OmegaConf.to_yaml(cfg, resolve=True)))
-            (Path(tmp) / "command.txt").write_text(redact(command_line()) + "\n")
-            self.client.log_artifacts(run_id, tmp)
-
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         """Set a tag, also when another worker sets the same one on a shared run at the same moment:
         MLflow's store reads then inserts, so the loser gets a duplicate-key error."""
@@ -221,10 +209,6 @@ def bound_server_calls() -> None:
         os.environ.setdefault(key, value)
     # urllib3 warns at each of those retries; the outbox says once that the server is away, and when it is back.
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-
-
-def command_line() -> str:
-    return shlex.join([Path(sys.executable).name, "-m", "pipeline", *sys.argv[1:]])
 
 
 class EpochMetrics(TrainerCallback):

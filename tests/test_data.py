@@ -161,3 +161,17 @@ def test_a_test_split_lacking_training_classes_is_named_in_a_warning(tmp_path, c
     caplog.set_level("WARNING", logger="pipeline.data")
     data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}"), 42)
     assert "the test split has no rows of class 'c': its scores count the other classes only" in caplog.text
+
+
+def test_the_content_fingerprint_keeps_its_value_so_recorded_studies_and_versions_still_match():
+    """Studies and versions store this value; a change to how it is computed would refuse every one of them
+    as 'made on other data'. The per-split digests (MLflow's dataset inputs) come from the same pass."""
+    features = Features(text=Value("string"), label=ClassLabel(names=["a", "b"]))
+    splits = DatasetDict(
+        train=Dataset.from_dict({"text": ["x", "héllo", None, "zz" * 5000], "label": [0, 1, 0, 1]}, features=features),
+        test=Dataset.from_dict({"text": ["q"], "label": [1]}, features=features),
+    )
+    identity = data.identify(splits)
+    assert identity.fingerprint == data.fingerprint(splits)
+    assert identity.fingerprint == "sha256:8a7b3d4322b1497eb74235a9bf8edfc3e1c4364fc1af35f3ccd8c22c687470c8"
+    assert sorted(identity.splits) == ["test", "train"] and len(set(identity.splits.values())) == 2

@@ -68,8 +68,36 @@ def test_one_parent_run_with_a_child_run_per_trial_and_per_epoch_accuracy(search
         epochs_run = trial.last_step if trial.state == TrialState.PRUNED else trial.params["num_train_epochs"]
         assert [m.step for m in history] == list(range(1, epochs_run + 1))
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"config.yaml", "command.txt"} <= artifacts
+    assert {"config.yaml", "command.txt", "invocations"} <= artifacts
+    invocations = client.list_artifacts(parent.info.run_id, "invocations")
+    assert len(invocations) == 2  # one folder per run of the command, each with its config and command
+    for folder in invocations:
+        assert {"config.yaml", "command.txt"} == {a.path.rsplit("/", 1)[1] for a in client.list_artifacts(parent.info.run_id, folder.path)}
     assert "test_accuracy" in parent.data.metrics and "best_eval_accuracy" in parent.data.metrics
+
+
+def test_the_parent_run_shows_its_params_and_its_data_as_dataset_inputs(searched):
+    cwd, _ = searched
+    (parent,) = runs_by_role(mlflow_client(cwd), "study")
+    params = parent.data.params
+    assert params["model"] == "tiny" and params["dataset"] == "ag_news" and params["search_space"] == "batch_epochs"
+    assert "learning_rate" in params["search_space_content"]
+    assert (params["n_trials"], params["sampler"], params["pruner"], params["seed"], params["max_length"]) == ("3", "tpe", "median", "42", "48")
+    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in parent.inputs.dataset_inputs}
+    assert sorted(inputs) == ["test", "train", "validation"]
+    assert inputs["test"].source.endswith('test.csv"}') and inputs["train"].source.endswith('train.csv"}')
+    assert len({d.digest for d in inputs.values()}) == 3 and all(len(d.digest) == 16 for d in inputs.values())
+
+
+def test_the_champion_carries_a_model_card(searched):
+    cwd, _ = searched
+    version = mlflow_client(cwd).get_model_version_by_alias("ag_news", "champion")
+    card = version.description
+    assert card.startswith("# ag_news: text classification") and "Labels: World, Sports, Business, Sci/Tech." in card
+    assert f"test accuracy {float(version.tags[TEST_METRIC]):.4f}" in card
+    assert all(f"| {label} |" in card for label in CLASSES) and "## Limits" in card
+    saved = sorted((cwd / "outputs" / STUDY).glob("*/model/README.md"))
+    assert saved and any(path.read_text() == card for path in saved)
 
 
 def test_champion_is_registered_and_never_moves_to_a_worse_model(searched):
