@@ -24,13 +24,14 @@ def _raise_interrupted(signum: int, frame) -> None:
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
-def main(cfg: DictConfig) -> None:
+def main(cfg: DictConfig):
+    """One job: its registered model (a multirun's BestJob callback compares them), or None."""
     from pipeline.run import run  # heavy imports after Hydra has validated the config
 
     signal.signal(signal.SIGTERM, _raise_interrupted)
     secrets.redact_files(_hydra_files())
     try:
-        run(cfg)
+        return run(cfg)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)

@@ -24,6 +24,7 @@ from pipeline.tracking import RUN_ID_ATTR, EpochMetrics
 from pipeline.train import OBJECTIVE, PipelineTrainer
 
 log = logging.getLogger(__name__)
+CHANCE_MARGIN = 0.05  # accuracy within this of 1/labels is taken as chance
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,7 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
         cfg, trial = prep.cfg.search, best_trial(study)
         checkpoints.drop_checkpoints(study, trial, cfg.checkpoint_dir)
         log.info("best trial %d: %s=%.4f %s", trial.number, OBJECTIVE, trial.value, trial.params)
-        for edge in at_bounds(trial.params, prep.space):
+        for edge in at_bounds(trial.params, prep.space) if worth_widening(study, trial, len(prep.labels)) else []:
             log.warning("best trial %d: %s in search.space=%s; widen the range there", trial.number, edge, cfg.space)
         prep.tracker.log_metrics(parent, {f"best_{OBJECTIVE}": trial.value})
         run_id = trial.user_attrs.get(RUN_ID_ATTR) or prep.tracker.trial_run_of(parent, trial.number)
@@ -51,6 +52,13 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
     best = torchrun.from_main(best)
     readable = torchrun.everywhere(best.checkpoint is not None and (best.checkpoint / "config.json").is_file())
     return best if readable else dataclasses.replace(best, checkpoint=None)
+
+
+def worth_widening(study: optuna.Study, best: optuna.trial.FrozenTrial, n_labels: int) -> bool:
+    """Whether a best value at an end of its range says anything: not when the best trial is at chance
+    accuracy (nothing was learnt anywhere), nor when every completed trial scored the same."""
+    values = {t.value for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])}
+    return len(values) > 1 and best.value > 1 / n_labels + CHANCE_MARGIN
 
 
 def registered_before(prep: Prepared, best: BestTrial, parent: str) -> FinalModel | None:

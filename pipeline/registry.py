@@ -35,6 +35,7 @@ class FinalModel:
     model_uri: str  # models:/NAME/VERSION
     version: str
     champion: str  # the version that holds the alias afterwards
+    validation: float | None = None  # the best trial's validation accuracy (None from mode=train)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """One task per mode, each a short recipe over the prepared inputs: `run_train`, `run_search`, `run_finalize`."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -115,7 +116,7 @@ def finalize_best(prep: Prepared, trials: optuna.Study | None, parent: str) -> F
     final = finalize.registered_before(prep, best, parent)
     if not torchrun.from_main(final is not None):  # every rank trains, unless rank 0 found it registered
         final = finalize.train_and_register(prep, best, parent)
-    return final
+    return dataclasses.replace(final, validation=best.value) if final is not None else None
 
 
 def print_summary(prep: Prepared, trials: optuna.Study | None, final: FinalModel | None) -> None:

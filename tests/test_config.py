@@ -57,3 +57,20 @@ def test_every_key_a_run_composes_is_in_the_config_table():
     for group in ("dataset", "model", "search", "tracking", "registry"):
         for name in cfg[group]:
             assert f"`{group}.{name}`" in table, f"{group}.{name} has no row (and no help) in the schema"
+
+
+def test_help_lists_the_modes_the_groups_and_the_sibling_commands():
+    import subprocess
+    import sys
+
+    from devtools.commands import pipeline_env
+
+    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=ROOT, env=pipeline_env(),
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    text = result.stdout
+    for expected in ("mode=...", "search ", "train ", "finalize ", "model: bert_base, minilm, tiny",
+                     "python -m pipeline.predict", "python -m pipeline.evaluate", "mlflow models serve"):
+        assert expected in text, expected
+    groups = text[text.index("== Configuration groups =="):text.index("== Main keys")]
+    assert "schema" not in groups  # no phantom option

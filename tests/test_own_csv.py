@@ -1,5 +1,6 @@
 """A user's own CSV with string labels, as the README's `dataset=local` route takes it: the same command
 twice, then the same rows at another path, all continue one study and one registered model."""
+import re
 import shutil
 import uuid
 
@@ -72,6 +73,8 @@ def test_a_multirun_run_twice_continues_each_of_its_studies(tmp_path):
     for _ in range(2):
         result = run_pipeline(work, "-m", *command(data), "model=tiny,minilm")
         assert result.returncode == 0, result.stderr[-3000:]
+        (best,) = [line for line in result.stdout.splitlines() if line.startswith("multirun: best job of 2: model=")]
+        assert re.search(r"study=local-(tiny|minilm) validation accuracy [\d.]+, test accuracy [\d.]+ \(models:/local/\d+\)", best)
     for study_name in ("local-tiny", "local-minilm"):
         study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{work}/mlruns/optuna.db")
         assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2

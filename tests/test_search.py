@@ -152,3 +152,20 @@ def test_a_trial_is_pruned_between_epochs_but_never_after_its_last(tmp_path, cap
     assert one.value == one.intermediate_values[1]
     outcomes = [re.search(r"\| (\w+) in", r.getMessage()).group(1) for r in caplog.records if "eval_accuracy by epoch" in r.getMessage()]
     assert outcomes == ["pruned", "complete"]  # what the progress line tells the user
+
+
+def test_a_best_value_at_a_range_end_is_worth_a_warning_only_when_something_was_learnt():
+    from pipeline.finalize import worth_widening
+
+    def study_with(values):
+        study = optuna.create_study(direction="maximize")
+        for value in values:
+            study.add_trial(optuna.trial.create_trial(value=value))
+        return study
+
+    learnt = study_with([0.61, 0.82, 0.75])
+    assert worth_widening(learnt, learnt.best_trial, n_labels=4)
+    chance = study_with([0.24, 0.26, 0.25])  # four classes: nothing learnt anywhere
+    assert not worth_widening(chance, chance.best_trial, n_labels=4)
+    flat = study_with([0.8, 0.8])  # every trial the same: no direction to widen in
+    assert not worth_widening(flat, flat.best_trial, n_labels=4)
