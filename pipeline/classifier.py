@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
 
+from pipeline import precision
 from pipeline.errors import PipelineError
 
 BATCH_SIZE = 64
@@ -29,7 +30,7 @@ class Classifier:
         result = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         self.model.eval()
         starts = range(0, len(order), batch_size)
-        with torch.inference_mode():
+        with torch.inference_mode(), precision.inference_autocast(self.model.device):
             for start in tqdm(starts, desc="classify", unit="batch", disable=not progress):
                 rows = order[start:start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")

@@ -5,7 +5,6 @@ with the metrics, the data as an input and the confusion matrix, linked to the v
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -18,10 +17,9 @@ from mlflow.entities import Metric, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from pipeline import classifier, data, files, report, secrets
+from pipeline import classifier, cli, data, files, report
 from pipeline.errors import PipelineError
 from pipeline.registry import TEST_METRIC
-from pipeline.schema import TrackingConfig
 from pipeline.scoring import PER_CLASS, Scored, metric_name
 from pipeline.tracking import ROLE_TAG
 
@@ -44,25 +42,13 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("uri", help="models:/NAME@champion, models:/NAME/VERSION, or a saved model directory")
     parser.add_argument("file", nargs="?", help="a labelled CSV, JSONL, JSON or Parquet file")
     parser.add_argument("--label-column", default="label", help="the file's label column (default: label)")
-    parser.add_argument("--text-columns", default="text", help="the file's text columns, joined with a space (default: text)")
     parser.add_argument("--data-dir", help="instead of FILE: an AG News CSV release directory, scored on its test.csv")
-    parser.add_argument("--batch-size", type=int, default=classifier.BATCH_SIZE, help="texts per batch (default: %(default)s)")
-    parser.add_argument(
-        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
-        help="MLflow tracking/registry URI (default: %(default)s)",
-    )
+    cli.add_common_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    secrets.guard_process()
-    args = arguments().parse_args(argv)
-    try:
-        run(args)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.main(arguments(), run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
@@ -98,7 +84,7 @@ def read_labelled(args: argparse.Namespace) -> Labelled:
     if args.label_column not in rows.columns:
         raise PipelineError(f"{where}: column {args.label_column!r} not found (columns: {', '.join(map(str, rows.columns))}); set --label-column")
     rows = rows[rows[args.label_column].notna()]
-    texts = files.texts_of(rows, [c.strip() for c in args.text_columns.split(",") if c.strip()], where)
+    texts = files.texts_of(rows, cli.text_columns(args), where)
     return Labelled(rows, texts, [str(v).strip() for v in rows[args.label_column]], where)
 
 

@@ -4,14 +4,12 @@ with `label` and `score` (and, with --all-scores, one probability column per cla
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import pandas as pd
 
-from pipeline import classifier, files, secrets
+from pipeline import classifier, cli, files
 from pipeline.errors import PipelineError
-from pipeline.schema import TrackingConfig
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -19,35 +17,21 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("uri", help="saved model directory, or models:/NAME@champion, models:/NAME/VERSION, runs:/...")
     parser.add_argument("texts", nargs="*", metavar="TEXT", help="texts to classify (or use --input)")
     parser.add_argument("--input", help="a CSV, JSONL, JSON or Parquet file, or - for one text per line on stdin")
-    parser.add_argument("--text-columns", default="text", help="the file's text columns, joined with a space (default: text)")
     parser.add_argument("--output", help="where the rows go: .csv, .jsonl, .json or .parquet (default: CSV on stdout)")
-    parser.add_argument("--batch-size", type=int, default=classifier.BATCH_SIZE, help="texts per batch (default: %(default)s)")
     parser.add_argument("--all-scores", action="store_true", help="add one probability column per class")
-    parser.add_argument(
-        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
-        help="MLflow tracking/registry URI for models:/ URIs (default: %(default)s)",
-    )
+    cli.add_common_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    secrets.guard_process()  # --help prints the default tracking URI, which may hold a password
-    args = arguments().parse_args(argv)
-    try:
-        run(args)
-    except PipelineError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.main(arguments(), run, argv)
 
 
 def run(args: argparse.Namespace) -> None:
     if bool(args.texts) == bool(args.input):
         raise PipelineError("give texts on the command line or --input FILE (one of the two)")
-    if args.batch_size < 1:
-        raise PipelineError(f"--batch-size={args.batch_size}: must be at least 1")
     rows = files.read_rows(args.input) if args.input else None  # a bad file fails before the model loads
-    columns = [c.strip() for c in args.text_columns.split(",") if c.strip()]
+    columns = cli.text_columns(args)
     texts = files.texts_of(rows, columns, f"--input={args.input}") if rows is not None else args.texts
     model = classifier.load(args.uri, args.tracking_uri)
     probabilities = model.probabilities(texts, args.batch_size, progress=rows is not None)

@@ -97,7 +97,11 @@ class RegistryConfig:
 class Config:
     dataset: DatasetConfig = MISSING
     model: ModelConfig = MISSING
-    trainer: dict[str, Any] = key(help="any `transformers.TrainingArguments` field", shown="`conf/trainer/default.yaml`")
+    trainer: dict[str, Any] = key(
+        help="any `transformers.TrainingArguments` field; `bf16: auto` (the default) trains and predicts in bf16 where "
+        "the hardware has it (CUDA with bf16, a CPU with AVX512-BF16 or AMX), `true`/`false` force it",
+        shown="`conf/trainer/default.yaml`",
+    )
     search: SearchConfig = field(default_factory=SearchConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)

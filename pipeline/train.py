@@ -19,7 +19,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from pipeline import fgm
+from pipeline import fgm, precision
 from pipeline.errors import PipelineError
 from pipeline.trainer_internals import EpochReports, current_trial
 
@@ -59,6 +59,9 @@ OWN_ARGS = ", ".join(sorted(name.split(".", 1)[1] for name in own_fields()))
 def training_args(trainer_cfg: dict[str, Any], output_dir: str, seed: int, **overrides: Any) -> PipelineArguments:
     """PipelineArguments from conf/trainer; a misspelt or invalid field is a one-line error."""
     fields = {**trainer_cfg, **overrides, **FIXED_ARGS, "output_dir": output_dir, "seed": seed}
+    fields |= precision.training_fields(fields.get("bf16", False))
+    if not torch.cuda.is_available():  # pinning needs an accelerator; without one torch warns at every trial
+        fields.setdefault("dataloader_pin_memory", False)
     unknown = sorted(set(fields) - set(PipelineArguments.__dataclass_fields__))
     if unknown:
         raise PipelineError(f"trainer.{unknown[0]}: not a transformers.TrainingArguments field (or {OWN_ARGS})")

@@ -1,0 +1,38 @@
+"""What the after-search commands (`pipeline.predict`, `pipeline.evaluate`) share: their common options,
+and bad input as one `error:` line with exit code 2."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+
+from pipeline import classifier, secrets
+from pipeline.errors import PipelineError
+from pipeline.schema import TrackingConfig
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--text-columns", default="text", help="the file's text columns, joined with a space (default: text)")
+    parser.add_argument("--batch-size", type=int, default=classifier.BATCH_SIZE, help="texts per batch (default: %(default)s)")
+    parser.add_argument(
+        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
+        help="MLflow tracking/registry URI for models:/ URIs (default: %(default)s)",
+    )
+
+
+def text_columns(args: argparse.Namespace) -> list[str]:
+    return [c.strip() for c in args.text_columns.split(",") if c.strip()]
+
+
+def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object], argv: list[str] | None) -> int:
+    secrets.guard_process()  # --help prints the default tracking URI, which may hold a password
+    args = parser.parse_args(argv)
+    try:
+        if args.batch_size < 1:
+            raise PipelineError(f"--batch-size={args.batch_size}: must be at least 1")
+        run(args)
+    except PipelineError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
