@@ -191,7 +191,7 @@ def _existing_study(
         optuna.create_study(study_name="ag_news-tiny", storage=url, direction=direction)
     else:
         cfg = compose_config(f"search.storage={url}", "search.study_name=ag_news-tiny").search
-        path = write_space(tmp_path, space).split("=", 1)[1] if space else cfg.space
+        path = write_space(tmp_path, space) if space else cfg.space
         open_study(cfg, load_space(path), storage.open_storage(cfg), data_fingerprint=data)
     return [f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}"]
 
