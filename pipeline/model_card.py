@@ -5,6 +5,7 @@ from __future__ import annotations
 from pipeline.prepare import Prepared
 from pipeline.provenance import command_line, run_params
 from pipeline.scoring import metric_name
+from pipeline.secrets import redact
 
 
 def card(prep: Prepared, params: dict, validation: float | None, metrics: dict[str, float]) -> str:
@@ -39,7 +40,7 @@ def card(prep: Prepared, params: dict, validation: float | None, metrics: dict[s
     lines += [
         "",
         "## Made by",
-        f"`{command_line()}`",
+        f"`{redact(command_line())}`",
         "",
         "## Limits",
         f"- scored once on {rows.get('test', 0)} test rows: differences of a point or less between versions may be noise",

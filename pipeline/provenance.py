@@ -31,7 +31,7 @@ def record(tracker: Tracker, run_id: str, cfg: DictConfig, split_digests: dict[s
         return
     log_invocation(tracker, run_id, cfg)
     existing = tracker.client.get_run(run_id).data.params
-    new = {k: v for k, v in run_params(cfg).items() if k not in existing}
+    new = {k: redact(v) for k, v in run_params(cfg).items() if k not in existing}
     if new:
         tracker.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
     inputs = [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, split)]) for split, dataset in datasets(cfg, split_digests).items()]
