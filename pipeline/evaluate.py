@@ -81,8 +81,7 @@ def read_labelled(args: argparse.Namespace) -> Labelled:
         return Labelled(rows, list(rows["text"]), [names[i] for i in rows["label"]], f"--data-dir={args.data_dir}")
     where = f"FILE={args.file}"
     rows = files.read_rows(args.file, "FILE")
-    if args.label_column not in rows.columns:
-        raise PipelineError(f"{where}: column {args.label_column!r} not found (columns: {', '.join(map(str, rows.columns))}); set --label-column")
+    files.require_columns(rows, [args.label_column], where, "--label-column")
     rows = rows[rows[args.label_column].notna()]
     texts = files.texts_of(rows, cli.text_columns(args), where)
     return Labelled(rows, texts, [str(v).strip() for v in rows[args.label_column]], where)

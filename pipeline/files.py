@@ -45,13 +45,16 @@ def _read_file(path: Path, option: str) -> pd.DataFrame:
 
 def texts_of(rows: pd.DataFrame, columns: list[str], where: str) -> list[str]:
     """Each row's text: its `columns` joined with a space, missing values left out (as in training)."""
-    missing = [c for c in columns if c not in rows.columns]
-    if missing:
-        raise PipelineError(
-            f"{where}: column {missing[0]!r} not found (columns: {', '.join(map(str, rows.columns))}); set --text-columns"
-        )
+    require_columns(rows, columns, where, "--text-columns")
     values = rows[columns].astype(object).where(rows[columns].notna(), None)
     return [" ".join(str(v) for v in row if v is not None) for row in values.itertuples(index=False)]
+
+
+def require_columns(rows: pd.DataFrame, columns: list[str], where: str, option: str) -> None:
+    """One line naming the first missing column, the file's columns and the option that picks them."""
+    missing = [c for c in columns if c not in rows.columns]
+    if missing:
+        raise PipelineError(f"{where}: column {missing[0]!r} not found (columns: {', '.join(map(str, rows.columns))}); set {option}")
 
 
 def write_rows(rows: pd.DataFrame, output: str | None) -> None:

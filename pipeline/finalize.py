@@ -44,7 +44,8 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
         cfg, trial = prep.cfg.search, best_trial(study)
         checkpoints.drop_checkpoints(study, trial, cfg.checkpoint_dir)
         log.info("best trial %d: %s=%.4f %s", trial.number, OBJECTIVE, trial.value, trial.params)
-        for edge in at_bounds(trial.params, prep.space) if worth_widening(study, trial, len(prep.labels)) else []:
+        edges = at_bounds(trial.params, prep.space) if worth_widening(study, trial, len(prep.labels)) else []
+        for edge in edges:
             log.warning("best trial %d: %s in search.space=%s; widen the range there", trial.number, edge, cfg.space)
         prep.tracker.log_metrics(parent, {f"best_{OBJECTIVE}": trial.value})
         run_id = trial.user_attrs.get(RUN_ID_ATTR) or prep.tracker.trial_run_of(parent, trial.number)
