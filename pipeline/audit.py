@@ -8,10 +8,12 @@ import optuna
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline.tracking import INTERRUPTED, ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_END, TRIAL_TAG
+from pipeline.tracking import INTERRUPTED, RESUMED, ROLE_TAG, STATE_TAG, STUDY_TAG, TRIAL_END, TRIAL_TAG
 
 # An ended Optuna trial -> the state tags its MLflow run may carry.
-_RUN_STATES = {state: {tag} | ({INTERRUPTED[1]} if state == TrialState.FAIL else set()) for state, (_, tag) in TRIAL_END.items()}
+_RUN_STATES = {
+    state: {tag} | ({INTERRUPTED[1], RESUMED[1]} if state == TrialState.FAIL else set()) for state, (_, tag) in TRIAL_END.items()
+}
 
 
 @dataclass

@@ -13,7 +13,7 @@ import optuna
 from transformers import AutoModelForSequenceClassification
 from transformers.trainer_utils import PredictionOutput
 
-from pipeline import checkpoints, model_card, registry, report, torchrun
+from pipeline import checkpoints, model_card, registry, report, resume, torchrun
 from pipeline.outbox import RunRef
 from pipeline.prepare import Prepared
 from pipeline.registry import F1_METRIC, TEST_METRIC, FinalModel
@@ -43,6 +43,7 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
     if study is not None:
         cfg, trial = prep.cfg.search, best_trial(study)
         checkpoints.drop_checkpoints(study, trial, cfg.checkpoint_dir)
+        resume.drop_states(study, resume.states_dir(cfg.checkpoint_dir))
         log.info("best trial %d: %s=%.4f %s", trial.number, OBJECTIVE, trial.value, trial.params)
         edges = at_bounds(trial.params, prep.space) if worth_widening(study, trial, len(prep.labels)) else []
         for edge in edges:

@@ -32,13 +32,12 @@ class Prepared:
     split_digests: dict[str, str]  # each split's content digest
     tracker: Tracker  # rank 0's; under torchrun the other ranks write nowhere
 
-    def trainer(self, params: dict[str, Any], callbacks: list) -> train.PipelineTrainer:
+    def trainer(self, params: dict[str, Any], callbacks: list, output_dir: Path | None = None) -> train.PipelineTrainer:
         """A Trainer with conf/trainer's values, `params` (a trial's, or the best trial's) over them."""
         params = dict(params)
         seed = params.pop("seed", self.cfg.seed)
-        args = train.training_args(
-            self.cfg.trainer, str(Path(self.cfg.output_dir) / "trainer"), seed, **torchrun.device_args(), **params
-        )
+        output_dir = output_dir or Path(self.cfg.output_dir) / "trainer"
+        args = train.training_args(self.cfg.trainer, str(output_dir), seed, **torchrun.device_args(), **params)
         init = seeded_model_init(self.model_init, self.space) if self.space else self.model_init
         return train.build_trainer(args, init, self.tokenized, self.tokenizer, callbacks)
 

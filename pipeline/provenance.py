@@ -35,7 +35,7 @@ def record(tracker: Tracker, run_id: str, cfg: DictConfig, split_digests: dict[s
     if new:
         tracker.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
     inputs = [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, split)]) for split, dataset in datasets(cfg, split_digests).items()]
-    tracker.client.log_inputs(run_id, datasets=inputs)
+    tracker.log_inputs(run_id, inputs)
 
 
 def log_invocation(tracker: Tracker, run_id: str, cfg: DictConfig) -> None:

@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import optuna
 from omegaconf import DictConfig
 
-from pipeline import checkpoints, finalize, progress, provenance, report, search, storage, study, torchrun
+from pipeline import checkpoints, finalize, progress, provenance, report, resume, search, storage, study, torchrun
 from pipeline.errors import PipelineError
 from pipeline.finalize import BestTrial
 from pipeline.prepare import Prepared, prepare
@@ -77,17 +77,19 @@ def study_run(prep: Prepared, trials: optuna.Study | None) -> Iterator[str]:
         provenance.record(tracker, parent, prep.cfg, prep.split_digests)
         if trials is not None:
             study.fail_stale_trials(trials)  # trials of a killed worker, once its heartbeat is past grace_period
+            resume.drop_states(trials, resume.states_dir(prep.cfg.search.checkpoint_dir))
             study.warn_on_shared_sqlite(prep.cfg.search, trials)
         tracker.close_trial_runs(parent, trials)  # runs a killed worker left RUNNING
         yield parent
 
 
 def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> None:
-    trainer = prep.trainer({}, [])
     cfg = prep.cfg
+    trainer = prep.trainer({}, [], output_dir=resume.states_dir(cfg.search.checkpoint_dir))
     if trials is None:  # a torchrun replica: trains the FixedTrial rank 0 broadcasts for each trial
         search.follow(trainer, cfg.search, prep.space)
         return
+    resume.ResumableTrials(trainer)
     fixed = {"model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed}
     trainer.add_callback(TrialRuns(prep.tracker, parent, trials, trainer, fixed))
     trainer.add_callback(checkpoints.KeepBestTrial(trainer, trials, cfg.search.checkpoint_dir))
@@ -102,6 +104,8 @@ def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> N
         raise lost from None  # Optuna's own handling fails on it and hides it under another error
     finally:
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
+        if interrupted:  # Ctrl-C or SIGTERM (a preemption): the next run continues the trial
+            resume.retry_interrupted(trials, trainer.trial)
         # What the trials logged reaches MLflow first (an interrupt waits a little, not for an outage).
         prep.tracker.outbox.drain(timeout=INTERRUPT_DRAIN_S if interrupted else None)
         if lost is None:  # with the database gone, the next run repairs the trial runs

@@ -14,6 +14,7 @@ import optuna
 import sqlalchemy
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
+from pipeline import resume
 from pipeline.errors import PipelineError
 from pipeline.file_lock import sqlite_creation_lock
 from pipeline.schema import SearchConfig
@@ -136,18 +137,19 @@ def _reason(err: BaseException) -> str:
 
 
 class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
-    """Optuna's retry of a dead worker's trial, except one whose values lie outside the search space (the
-    configured starting point may): Optuna cannot re-create it, and the error would stop the worker."""
+    """Optuna's retry of a dead worker's trial, through resume.retry (its retry continues from the last
+    epoch saved), except one whose values lie outside the search space (the configured starting point
+    may): Optuna cannot re-create it, and the error would stop the worker."""
 
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         try:
-            super().__call__(study, trial)
+            resume.retry(study, trial)
         except ValueError as err:
             log.warning("trial %d failed (its worker died) and is not retried: %s", trial.number, err)
 
 
 def open_storage(cfg: SearchConfig) -> ReconnectingStorage:
-    """The study's storage, with heartbeats: a killed worker's RUNNING trial turns FAIL and is retried once."""
+    """The study's storage, with heartbeats: a killed worker's RUNNING trial turns FAIL and is retried."""
     if cfg.storage.startswith("sqlite:///"):
         Path(cfg.storage.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -159,7 +161,7 @@ def open_storage(cfg: SearchConfig) -> ReconnectingStorage:
                         cfg.storage_retry_s,
                         heartbeat_interval=cfg.heartbeat_interval,
                         grace_period=cfg.grace_period,
-                        heartbeat_stale_trial_callback=RetryStaleTrial(max_retry=1),
+                        heartbeat_stale_trial_callback=RetryStaleTrial(),
                     )
                 except sqlalchemy.exc.DBAPIError as err:
                     if not _lost_schema_race(err) or attempt == SCHEMA_RACE_RETRIES - 1:

@@ -12,12 +12,13 @@ from typing import Any
 import mlflow
 import optuna
 import requests
-from mlflow.entities import Param, RunStatus
+from mlflow.entities import DatasetInput, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from optuna.trial import TrialState
 from transformers import TrainerCallback
 
+from pipeline import resume
 from pipeline.errors import PipelineError
 from pipeline.file_lock import sqlite_creation_lock
 from pipeline.interrupts import deferring
@@ -30,7 +31,7 @@ from pipeline.trainer_internals import current_trial
 ROLE_TAG = "pipeline.role"  # study | trial | train
 STUDY_TAG = "pipeline.study"
 TRIAL_TAG = "pipeline.trial"
-STATE_TAG = "pipeline.state"  # running | complete | pruned | failed | interrupted
+STATE_TAG = "pipeline.state"  # running | complete | pruned | failed | interrupted | resumed
 ERROR_TAG = "pipeline.error"
 RUN_ID_ATTR = "mlflow_run_id"  # on each Optuna trial
 WORKER = "pipeline.worker"  # host:pid that ran a trial: an Optuna user attribute and an MLflow tag
@@ -48,6 +49,7 @@ TRIAL_END = {
     TrialState.FAIL: (RunStatus.FAILED, "failed"),
 }
 INTERRUPTED = (RunStatus.KILLED, "interrupted")  # a FAIL trial whose worker was interrupted (Ctrl-C, SIGTERM)
+RESUMED = (RunStatus.KILLED, "resumed")  # a FAIL trial that a later trial retries (resume.retry)
 
 
 class Tracker:
@@ -138,9 +140,28 @@ class Tracker:
                 raise
             self.client.set_tag(run_id, key, value)  # the row exists now, so MLflow updates it
 
+    def log_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
+        """Link datasets to a run, also when another worker logs the same dataset at the same moment: MLflow's
+        store looks for the (experiment, name, digest) row, then inserts it, so the loser gets a duplicate key."""
+        try:
+            self.client.log_inputs(run_id, datasets=inputs)
+        except mlflow.exceptions.MlflowException as err:
+            if not duplicate_key(err):
+                raise
+            self.client.log_inputs(run_id, datasets=inputs)  # the row exists now, so MLflow links it
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         for key, value in metrics.items():
             self.client.log_metric(run_id, key, float(value), step=step)
+
+    def copy_metrics(self, source: str, target: str, last_epoch: int, last_step: int) -> None:
+        """The per-epoch metrics of `source` up to `last_epoch` (the training loss up to `last_step`), into
+        `target`: a resumed trial's run shows the whole curve."""
+        for key in self.client.get_run(source).data.metrics:
+            last = last_step if key.endswith("train_loss") else last_epoch
+            history = [m for m in self.client.get_metric_history(source, key) if m.step <= last]
+            if history:
+                self.client.log_batch(target, metrics=[Metric(key, m.value, m.timestamp, m.step) for m in history])
 
     def trial_runs(self, parent_id: str, status: str | None = None) -> list:
         query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}' AND tags.`{ROLE_TAG}` = 'trial'"
@@ -157,21 +178,25 @@ class Tracker:
         """End every RUNNING trial run whose Optuna trial has ended (after a trial, a crash or a SIGKILL),
         and give a failed run to a trial that failed before its run began (e.g. in model_init)."""
         trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        retried = resume.retried(study)
         for run in self.trial_runs(parent_id, status="RUNNING"):
             trial = trials.get(int(run.data.tags.get(TRIAL_TAG, -1)))
             if trial is None or trial.state in (TrialState.RUNNING, TrialState.WAITING):
                 continue
-            self._end_trial_run(run.info.run_id, trial, interrupted)
+            self._end_trial_run(run.info.run_id, trial, interrupted, trial.number in retried)
         with_runs = {run.data.tags.get(TRIAL_TAG) for run in self.trial_runs(parent_id)}
         for trial in trials.values():
             if trial.state == TrialState.FAIL and str(trial.number) not in with_runs:
                 tags = {TRIAL_TAG: str(trial.number), STUDY_TAG: study.study_name}
-                self._end_trial_run(self.new_run(f"trial-{trial.number}", "trial", parent_id, **tags), trial, interrupted)
+                run_id = self.new_run(f"trial-{trial.number}", "trial", parent_id, **tags)
+                self._end_trial_run(run_id, trial, interrupted, trial.number in retried)
 
-    def _end_trial_run(self, run_id: str, trial: optuna.trial.FrozenTrial, interrupted: bool) -> None:
+    def _end_trial_run(self, run_id: str, trial: optuna.trial.FrozenTrial, interrupted: bool, retried: bool) -> None:
         status, state = TRIAL_END[trial.state]
         error = trial.user_attrs.get("error")
-        if interrupted and trial.state == TrialState.FAIL:
+        if retried and trial.state == TrialState.FAIL:  # its curve goes on in the retry's run
+            status, state = RESUMED
+        elif interrupted and trial.state == TrialState.FAIL:
             status, state = INTERRUPTED
         elif trial.state == TrialState.FAIL and error is None:
             error = "the worker stopped (killed or lost) during this trial; Optuna failed it after search.grace_period"
@@ -263,7 +288,15 @@ class TrialRuns(EpochMetrics):
         tracker.outbox.send(create)
         tracker.outbox.send(lambda: _link(trial, run.id))
         tracker.outbox.send(lambda: tracker.client.log_batch(run.id, params=[Param(k, str(v)) for k, v in params.items()]))
+        resumed = self.trainer.resumer.resumed if self.trainer.resumer else None
+        if resumed is not None and resumed.epoch:
+            tracker.outbox.send(lambda: self._carry(run, resumed))
         self.run = run
+
+    def _carry(self, run: RunRef, resumed: resume.Resume) -> None:
+        earlier = self.tracker.trial_run_of(self.parent_id, resumed.trial)
+        if earlier is not None:
+            self.tracker.copy_metrics(earlier, run.id, resumed.epoch, resumed.global_step)
 
     @deferring
     def on_train_end(self, args, state, control, **kwargs: Any) -> None:

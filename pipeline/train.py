@@ -107,13 +107,19 @@ class PipelineTrainer(EpochReports):
             fgm.step_again_nudged(lambda: clean_step(model, inputs, num_items_in_batch), self.model, self.args.fgm_epsilon)
         return loss
 
+    resumer: Any = None  # resume.ResumableTrials, in a search: trials save their state each epoch, retries resume
+
     def train(self, *args: Any, trial: optuna.Trial | None = None, **kwargs: Any):
         try:
+            if isinstance(trial, optuna.Trial) and self.resumer is not None:
+                kwargs["resume_from_checkpoint"] = self.resumer.begin(trial)
             return super().train(*args, trial=trial, **kwargs)
         except Exception as err:
-            # Optuna keeps no failure reason; MLflow's trial run shows this one.
             if isinstance(trial, optuna.Trial) and not isinstance(err, optuna.TrialPruned):
+                # Optuna keeps no failure reason; MLflow's trial run shows this one.
                 trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:1000])
+                if self.resumer is not None:
+                    self.resumer.drop(trial)  # a failed trial is not retried
             raise
 
 

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 
 from pipeline import interrupts, registry, storage
 from pipeline.audit import audit
+from pipeline.resume import RESUMED_FROM_TRIAL
 from pipeline.space import load_space
 from pipeline.study import best_trial, open_study
 from pipeline.tracking import ERROR_TAG, STATE_TAG, TRIAL_TAG
@@ -123,7 +124,7 @@ def test_interrupted_search_resumes_with_nothing_lost(tmp_path, sig):
         assert code == 130
         assert before[victim].state == TrialState.FAIL
         assert trial_run.info.status == parent.info.status == "KILLED"
-        assert trial_run.data.tags[STATE_TAG] == "interrupted"
+        assert trial_run.data.tags[STATE_TAG] == "resumed"  # its retry is queued at once
         assert_consistent(tmp_path)  # at once: nothing waits for the next run
 
     resumed = run_pipeline(tmp_path, *command)
@@ -133,12 +134,12 @@ def test_interrupted_search_resumes_with_nothing_lost(tmp_path, sig):
     assert {t.number: t.value for t in after if t.number in completed} == completed
     assert all(after[n].state == TrialState.COMPLETE for n in completed)
     assert after[victim].state == TrialState.FAIL
-    if sig == signal.SIGKILL:  # failed from its stale heartbeat, and queued again once
-        retried = [t for t in after if t.system_attrs.get("failed_trial") == victim]
-        assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
-        assert retried[0].params == after[victim].params
-        (repaired,) = [r for r in runs(tmp_path, "trial") if r.data.tags[TRIAL_TAG] == str(victim)]
-        assert repaired.info.status == "FAILED" and "worker stopped" in repaired.data.tags[ERROR_TAG]
+    # Queued again once (SIGKILL: from its stale heartbeat), with its parameters, and completed.
+    retried = [t for t in after if t.system_attrs.get("failed_trial") == victim]
+    assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
+    assert retried[0].params == after[victim].params and retried[0].user_attrs[RESUMED_FROM_TRIAL] == victim
+    (repaired,) = [r for r in runs(tmp_path, "trial") if r.data.tags[TRIAL_TAG] == str(victim)]
+    assert repaired.info.status == "KILLED" and repaired.data.tags[STATE_TAG] == "resumed"
     result = assert_consistent(tmp_path)
     assert result.trials["COMPLETE"] == result.trial_runs["complete"] == len(completed) + 2
     assert runs(tmp_path, "study")[0].info.status == "FINISHED"

@@ -16,7 +16,9 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy
+from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
@@ -181,6 +183,21 @@ def test_workers_setting_one_tag_on_the_shared_parent_at_once_all_succeed(cluste
     assert errors == []
     tags = cluster.client.get_run(parent).data.tags
     assert {tags[f"pipeline.race{key}"] for key in range(5)} <= {f"worker{i}" for i in range(6)}
+
+
+def test_workers_logging_the_same_new_dataset_at_once_all_succeed(cluster):
+    """Each worker's runs log the study's splits as inputs (the CI failure of the three-worker fixture): MLflow's
+    store looks up the dataset, then inserts it, so a worker that loses the race hits a duplicate key."""
+    trackers = [Tracker(TrackingConfig(uri=cluster.tracking_uri, experiment="ag_news")) for _ in range(6)]
+    runs = [tracker.new_run(f"inputs{i}", "test") for i, tracker in enumerate(trackers)]
+
+    def log(i: int, tracker: Tracker, round_: int) -> None:
+        dataset = Dataset(f"race{round_}", f"digest{round_}", "local", '{"uri": "train.csv"}')  # a new row each round
+        tracker.log_inputs(runs[i], [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, "train")])])
+
+    assert all_at_once(trackers, 5, log) == []
+    for run in runs:
+        assert sorted(i.dataset.name for i in cluster.client.get_run(run).inputs.dataset_inputs) == [f"race{r}" for r in range(5)]
 
 
 def test_workers_promoting_the_champion_of_a_new_model_at_once_all_succeed(cluster):
