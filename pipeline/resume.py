@@ -99,8 +99,9 @@ class ResumableTrials(TrainerCallback):
 
 
 def saved_state(directory: Path, trial: FrozenTrial) -> Path | None:
-    """The newest whole state of `trial` on this machine, if any."""
-    marked = [m.parent for m in (directory / trial_name(trial)).glob(f"checkpoint-*/{MARKER}")]
+    """The newest whole state of `trial` on this machine, if any (saved for its parameters)."""
+    marked = [m.parent for m in (directory / trial_name(trial)).glob(f"checkpoint-*/{MARKER}")
+              if _marker(m.parent)["params"] == _jsonable(trial.params)]
     return max(marked, key=lambda p: int(p.name.rsplit("-", 1)[1])) if marked else None
 
 
@@ -111,21 +112,20 @@ def plan(trial: optuna.Trial, directory: Path, distributed: bool) -> Resume | No
     if not history:
         return None
     earlier = frozen(trial.study, history[-1])
-    saved = earlier.user_attrs.get(SAVED_EPOCH, 0)
-    checkpoint = saved_state(directory, earlier) if saved else None
+    checkpoint = saved_state(directory, earlier)
     marker = _marker(checkpoint) if checkpoint else None
-    if saved and distributed:
+    if marker is not None and distributed:
         log.warning("trial %d retries trial %d from scratch: resuming from a saved epoch is off under torchrun",
                     trial.number, earlier.number)
-    elif saved and (marker is None or marker["params"] != _jsonable(earlier.params)):
-        log.warning(
-            "trial %d retries trial %d from scratch: its state at epoch %d is not in %s on this machine (put "
-            "search.checkpoint_dir on storage every worker shares to resume there)",
-            trial.number, earlier.number, saved, directory,
-        )
     elif marker is not None:
         log.warning("trial %d resumes trial %d from its epoch %d", trial.number, earlier.number, marker["epoch"])
         return Resume(earlier.number, marker["epoch"], marker["global_step"], str(checkpoint), earlier)
+    elif earlier.user_attrs.get(SAVED_EPOCH):  # saved, but on another machine's disk
+        log.warning(
+            "trial %d retries trial %d from scratch: its state at epoch %d is not in %s on this machine (put "
+            "search.checkpoint_dir on storage every worker shares to resume there)",
+            trial.number, earlier.number, earlier.user_attrs[SAVED_EPOCH], directory,
+        )
     return Resume(earlier.number, 0, 0, None, earlier)
 
 

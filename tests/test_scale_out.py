@@ -23,12 +23,15 @@ from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
 from pipeline import registry, storage
+from pipeline.audit import audit
 from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
+from pipeline.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
 from pipeline.schema import SearchConfig, TrackingConfig
 from pipeline.study import best_trial
 from pipeline.tracking import ROLE_TAG, TRIAL_TAG, WORKER, Tracker
 from devtools.commands import TINY, pipeline_env
 from devtools.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
+from tests.conftest import wait_for_saved_epoch, write_space
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 FAST = ["trainer.num_train_epochs=1"]
@@ -253,6 +256,29 @@ def test_a_worker_that_waits_on_another_workers_uncommitted_schema_still_opens_t
         rival.dispose()
         assert optuna.create_study(storage=rdb, study_name="after-the-wait").study_name == "after-the-wait"
         rdb.engine.dispose()
+
+
+def test_a_dead_workers_trial_is_resumed_from_its_last_epoch_by_another_worker(cluster):
+    """A preempted machine: SIGKILL after the trial's first epoch; a worker started later resumes it."""
+    (cluster.cwd / "resumable").mkdir()
+    space = write_space(cluster.cwd / "resumable", {"learning_rate": {"type": "categorical", "choices": [0.001]},
+                                                    "num_train_epochs": {"type": "categorical", "choices": [3]}})
+    command = ["search.study_name=preempted", f"search.space={space}", "search.n_trials=1", "trainer.num_train_epochs=3",
+               "dataset.max_train_samples=480", "search.heartbeat_interval=1", "search.grace_period=2"]
+    victim = cluster.start("preempted", *command)
+    saved = wait_for_saved_epoch(cluster.cwd / "mlruns" / "checkpoints" / "preempted" / "resume", victim)
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    time.sleep(3)  # past grace_period since the victim's last heartbeat
+    cluster.wait("heir", cluster.start("heir", *command))
+
+    interrupted, resumed = cluster.study("preempted").trials
+    assert (interrupted.state, resumed.state) == (TrialState.FAIL, TrialState.COMPLETE)
+    assert resumed.user_attrs[RESUMED_FROM_TRIAL] == 0 and resumed.user_attrs[RESUMED_FROM_EPOCH] == saved["epoch"]
+    assert sorted(resumed.intermediate_values) == [1, 2, 3]
+    assert f"trial 1 resumes trial 0 from its epoch {saved['epoch']}" in (cluster.cwd / "heir.log").read_text()
+    result = audit(cluster.study("preempted"), cluster.client, "ag_news")
+    assert result.consistent, result.summary() + f" {result.disagreements} {result.running_runs}"
 
 
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_no_running_run(cluster):
