@@ -87,13 +87,15 @@ class ResumableTrials(TrainerCallback):
                 shutil.rmtree(older, ignore_errors=True)
         trial.set_user_attr(SAVED_EPOCH, epoch)
 
-    def on_train_end(self, args, state, control, **kwargs: Any) -> None:
-        """The trial completes (or is about to be pruned): no state of it is needed any more."""
-        if isinstance(self.trainer.trial, optuna.Trial):
-            self.drop(self.trainer.trial)
+    def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
+        # The previous trial's state goes now that Optuna has recorded its end (removed at its on_train_end,
+        # a SIGKILL before Optuna heard of it would waste a finished training).
+        trial = self.trainer.trial
+        if isinstance(trial, optuna.Trial):
+            drop_states(trial.study, self.directory)
 
     def drop(self, trial: optuna.Trial) -> None:
-        """Remove the states of a trial that ended (a failed trial is not retried) and of those it retried."""
+        """Remove the states of a trial that failed (it is not retried) and of those it retried."""
         for number in [trial.number, *(frozen(trial.study, trial.number).system_attrs.get("retry_history") or [])]:
             shutil.rmtree(self.directory / f"trial-{number}", ignore_errors=True)
 
