@@ -63,6 +63,12 @@ def result_line(**values: float | str) -> None:
     sys.stdout.flush()
 
 
+def env() -> dict[str, str]:
+    """The environment for the real command in a subprocess: offline, this checkout first on the path."""
+    found = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return found | {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
 def machine() -> str:
     import torch
 

@@ -7,6 +7,7 @@ that was killed, and the previous one is still whole. Optuna queues the retry (a
 its heartbeat is stale, an interrupted one at once); `Trainer.train(resume_from_checkpoint=...)` continues it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -195,5 +196,5 @@ def drop_states(study: optuna.Study, directory: Path) -> None:
     for path in directory.glob("trial-*"):
         if int(path.name.split("-", 1)[1]) not in wanted:
             shutil.rmtree(path, ignore_errors=True)
-    if directory.is_dir() and not any(directory.iterdir()):
+    with contextlib.suppress(OSError):  # not empty (another worker's trial has just saved), or gone
         directory.rmdir()
