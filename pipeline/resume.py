@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import shutil
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 from transformers import TrainerCallback
 
-from pipeline.interrupts import deferring
+from pipeline.interrupts import Interrupted, deferring
 from pipeline.study import trial_name
 from pipeline.trainer_internals import training_done
 
@@ -53,9 +55,12 @@ class ResumableTrials(TrainerCallback):
     state; then the marker is written, older states of the trial removed, and the trial records the epoch.
     A retried trial's training starts from the interrupted trial's state (`begin`)."""
 
-    def __init__(self, trainer) -> None:
+    def __init__(self, trainer, finish_epoch_on_term: bool = False) -> None:
         self.trainer, self.directory = trainer, Path(trainer.args.output_dir)
         self.resumed: Resume | None = None  # what the trial in training continues from
+        self.finish_epoch_on_term = finish_epoch_on_term
+        self.terminated = False  # a SIGTERM came while finish_epoch_on_term held it
+        self._handler: Any = None
         trainer.resumer = self
         trainer.add_callback(self)
 
@@ -87,6 +92,8 @@ class ResumableTrials(TrainerCallback):
             if older != newest:
                 shutil.rmtree(older, ignore_errors=True)
         trial.set_user_attr(SAVED_EPOCH, epoch)
+        if self.terminated:
+            raise Interrupted(f"SIGTERM: stopped after saving epoch {epoch} of trial {trial.number}")
 
     def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
         # The previous trial's state goes now that Optuna has recorded its end (removed at its on_train_end,
@@ -94,6 +101,26 @@ class ResumableTrials(TrainerCallback):
         trial = self.trainer.trial
         if isinstance(trial, optuna.Trial):
             drop_states(trial.study, self.directory)
+        if self.finish_epoch_on_term and threading.current_thread() is threading.main_thread():
+            self._handler = signal.signal(signal.SIGTERM, self._hold_term)
+
+    def on_train_end(self, args, state, control, **kwargs: Any) -> None:
+        if self._handler is not None:
+            signal.signal(signal.SIGTERM, self._handler)
+            self._handler = None
+        if self.terminated and isinstance(self.trainer.trial, optuna.Trial):
+            self.trainer.trial.study.stop()  # the trial completes; no next one starts (check_terminated)
+
+    def _hold_term(self, signum: int, frame) -> None:
+        if self.terminated:  # a second SIGTERM: at once
+            raise Interrupted("SIGTERM (twice)")
+        self.terminated = True
+        log.warning("SIGTERM: finishing the epoch in training, saving it, then stopping (search.finish_epoch_on_term)")
+
+    def check_terminated(self) -> None:
+        """After the search returned: a held SIGTERM stops the run here, before the final step."""
+        if self.terminated:
+            raise Interrupted("SIGTERM: stopped after the trial in training completed")
 
     def drop(self, trial: optuna.Trial) -> None:
         """Remove the states of a trial that failed (it is not retried) and of those it retried."""

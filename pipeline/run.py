@@ -89,7 +89,7 @@ def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> N
     if trials is None:  # a torchrun replica: trains the FixedTrial rank 0 broadcasts for each trial
         search.follow(trainer, cfg.search, prep.space)
         return
-    resume.ResumableTrials(trainer)
+    resumer = resume.ResumableTrials(trainer, cfg.search.finish_epoch_on_term)
     fixed = {"model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed}
     trainer.add_callback(TrialRuns(prep.tracker, parent, trials, trainer, fixed))
     trainer.add_callback(checkpoints.KeepBestTrial(trainer, trials, cfg.search.checkpoint_dir))
@@ -98,6 +98,7 @@ def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> N
     lost = None
     try:
         search.optimize(trainer, cfg.search, prep.space, trials, cfg.seed)
+        resumer.check_terminated()
     except Exception as err:
         if (lost := storage.lost_in(err)) is None:
             raise

@@ -76,6 +76,7 @@ class SearchConfig:
     heartbeat_interval: int = key(10, "seconds between a worker's heartbeats")
     grace_period: int = key(30, "seconds without a heartbeat after which a trial is failed and retried")
     storage_retry_s: int = key(60, "seconds a worker retries a database that dropped or refuses its connections")
+    finish_epoch_on_term: bool = key(False, "on SIGTERM (a preemption notice), finish the epoch in training and save its state before stopping; false: stop at once (Ctrl-C always does)")
     checkpoint_dir: str = key(help="keeps the best trial's weights (reused by the final step) and each running trial's state at its last finished epoch (`resume/`, to continue it after an interruption); put it on storage all workers share", shown="`mlruns/checkpoints/<study>`")
 
 

@@ -47,22 +47,24 @@ def command(cwd: Path, reviews: Path) -> list[str]:
     ]
 
 
-def interrupted_then_rerun(cwd: Path, reviews: Path, sig: signal.Signals, after_save_s: float) -> optuna.Study:
+def interrupted_then_rerun(
+    cwd: Path, reviews: Path, sig: signal.Signals, after_save_s: float, *extra: str, resumed_epoch: int = 1
+) -> optuna.Study:
     """The search, sent `sig` `after_save_s` after its first trial saved epoch 1, then the same command again."""
     cwd.mkdir()
-    overrides = command(cwd, reviews)
+    overrides = [*command(cwd, reviews), *extra]
     with open(cwd / "interrupted.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], cwd=cwd, env=pipeline_env(),
                                 stdout=log, stderr=subprocess.STDOUT)
     saved = wait_for_saved_epoch(cwd / "mlruns" / "checkpoints" / STUDY / "resume", proc)
     time.sleep(after_save_s)
     proc.send_signal(sig)
-    proc.wait(timeout=120)
-    assert saved["epoch"] == 1
+    code = proc.wait(timeout=120)
+    assert saved["epoch"] == 1 and code == (-signal.SIGKILL if sig == signal.SIGKILL else 130)
     time.sleep(3)  # past search.grace_period: a SIGKILLed trial's heartbeat is stale
     again = run_pipeline(cwd, *overrides)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "trial 1 resumes trial 0 from its epoch 1" in again.stdout + again.stderr
+    assert f"trial 1 resumes trial 0 from its epoch {resumed_epoch}" in again.stdout + again.stderr
     return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
 
 
@@ -71,14 +73,15 @@ def per_epoch(cwd: Path, trial: optuna.trial.FrozenTrial, metric: str) -> list[t
     return sorted((m.step, m.value) for m in history)
 
 
-def assert_resumed_from_the_first_epoch(cwd: Path, study: optuna.Study) -> optuna.trial.FrozenTrial:
+def assert_resumed(cwd: Path, study: optuna.Study, epoch: int = 1) -> optuna.trial.FrozenTrial:
+    """Trial 1 continued trial 0 from `epoch`, with one unbroken curve in Optuna and MLflow."""
     interrupted, resumed = study.trials
     assert interrupted.state == TrialState.FAIL and resumed.state == TrialState.COMPLETE
     assert resumed.params == interrupted.params
-    assert resumed.user_attrs[RESUMED_FROM_EPOCH] == 1 and resumed.user_attrs[RESUMED_FROM_TRIAL] == 0
+    assert resumed.user_attrs[RESUMED_FROM_EPOCH] == epoch and resumed.user_attrs[RESUMED_FROM_TRIAL] == 0
     assert sorted(resumed.intermediate_values) == [1, 2, 3]  # the pruner sees the whole curve
-    assert resumed.intermediate_values[1] == interrupted.intermediate_values[1]
-    # One unbroken curve in MLflow, one value per epoch; the interrupted run is marked resumed.
+    assert all(resumed.intermediate_values[e] == interrupted.intermediate_values[e] for e in range(1, epoch + 1))
+    # One value per epoch in MLflow; the interrupted run is marked resumed.
     accuracy = per_epoch(cwd, resumed, "eval_accuracy")
     assert [step for step, _ in accuracy] == [1, 2, 3]
     assert [value for _, value in accuracy] == [resumed.intermediate_values[e] for e in (1, 2, 3)]
@@ -92,12 +95,12 @@ def assert_resumed_from_the_first_epoch(cwd: Path, study: optuna.Study) -> optun
 
 def test_sigkill_after_the_first_epoch_then_the_same_command_resumes_from_it(tmp_path, reviews):
     study = interrupted_then_rerun(tmp_path / "killed", reviews, signal.SIGKILL, after_save_s=0)
-    assert_resumed_from_the_first_epoch(tmp_path / "killed", study)
+    assert_resumed(tmp_path / "killed", study)
 
 
 def test_sigterm_mid_epoch_resumes_with_the_curve_of_an_uninterrupted_run(tmp_path, reviews):
     study = interrupted_then_rerun(tmp_path / "terminated", reviews, signal.SIGTERM, after_save_s=0.3)
-    resumed = assert_resumed_from_the_first_epoch(tmp_path / "terminated", study)
+    resumed = assert_resumed(tmp_path / "terminated", study)
 
     straight = tmp_path / "straight"
     straight.mkdir()
@@ -108,3 +111,9 @@ def test_sigterm_mid_epoch_resumes_with_the_curve_of_an_uninterrupted_run(tmp_pa
     # Bit for bit on CPU: weights, optimizer, scheduler and RNG states all come back.
     for metric in ("eval_accuracy", "eval_loss"):
         assert per_epoch(tmp_path / "terminated", resumed, metric) == per_epoch(straight, uninterrupted, metric)
+
+
+def test_sigterm_with_finish_epoch_on_term_finishes_the_epoch_before_stopping(tmp_path, reviews):
+    study = interrupted_then_rerun(tmp_path / "noticed", reviews, signal.SIGTERM, 0.3, "search.finish_epoch_on_term=true",
+                                   resumed_epoch=2)
+    assert_resumed(tmp_path / "noticed", study, epoch=2)
