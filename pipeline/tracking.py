@@ -36,6 +36,7 @@ ERROR_TAG = "pipeline.error"
 RUN_ID_ATTR = "mlflow_run_id"  # on each Optuna trial
 WORKER = "pipeline.worker"  # host:pid that ran a trial: an Optuna user attribute and an MLflow tag
 SETTLE_S = 1.0  # how long a new parent run waits for racing creators' runs to become visible
+LOG_BATCH_MAX = 1000  # metrics MLflow takes in one log_batch call
 LINK_WAIT_S = 30.0  # how long a trial's end waits for its run to be created, with the server up
 # At most 10 s per request, 2 retries 1 s and 2 s apart: about 35 s before a call to a dead server fails.
 SERVER_CALL_LIMITS = {
@@ -159,9 +160,9 @@ class Tracker:
         `target`: a resumed trial's run shows the whole curve."""
         for key in self.client.get_run(source).data.metrics:
             last = last_step if key.endswith("train_loss") else last_epoch
-            history = [m for m in self.client.get_metric_history(source, key) if m.step <= last]
-            if history:
-                self.client.log_batch(target, metrics=[Metric(key, m.value, m.timestamp, m.step) for m in history])
+            history = [Metric(key, m.value, m.timestamp, m.step) for m in self.client.get_metric_history(source, key) if m.step <= last]
+            for start in range(0, len(history), LOG_BATCH_MAX):
+                self.client.log_batch(target, metrics=history[start:start + LOG_BATCH_MAX])
 
     def trial_runs(self, parent_id: str, status: str | None = None) -> list:
         query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}' AND tags.`{ROLE_TAG}` = 'trial'"
