@@ -34,8 +34,7 @@ def record(tracker: Tracker, run_id: str, cfg: DictConfig, split_digests: dict[s
     new = {k: redact(v) for k, v in run_params(cfg).items() if k not in existing}
     if new:
         tracker.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
-    inputs = [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, split)]) for split, dataset in datasets(cfg, split_digests).items()]
-    tracker.log_inputs(run_id, inputs)
+    tracker.log_inputs(run_id, dataset_inputs(cfg, split_digests))
 
 
 def log_invocation(tracker: Tracker, run_id: str, cfg: DictConfig) -> None:
@@ -74,6 +73,12 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
             "pruner": cfg.search.pruner.value,
         }
     return params
+
+
+def dataset_inputs(cfg: DictConfig, split_digests: dict[str, str], splits: tuple[str, ...] | None = None) -> list[DatasetInput]:
+    """The splits (all, or those named) as a run's inputs, each with its split as context."""
+    return [DatasetInput(dataset, [InputTag(MLFLOW_DATASET_CONTEXT, split)])
+            for split, dataset in datasets(cfg, split_digests).items() if splits is None or split in splits]
 
 
 def datasets(cfg: DictConfig, split_digests: dict[str, str]) -> dict[str, Dataset]:

@@ -269,9 +269,11 @@ class TrialRuns(EpochMetrics):
     state Optuna recorded, when the next trial starts or the search ends (Tracker.close_trial_runs).
     Its writes go through the outbox; while the tracking server is away, the run is created when it is back."""
 
-    def __init__(self, tracker: Tracker, parent_id: str, study: optuna.Study, trainer, fixed: dict[str, Any]):
+    def __init__(self, tracker: Tracker, parent_id: str, study: optuna.Study, trainer, fixed: dict[str, Any],
+                 inputs: list[DatasetInput] = ()):
         super().__init__(tracker, None)
         self.parent_id, self.study, self.trainer, self.fixed = parent_id, study, trainer, fixed
+        self.inputs = list(inputs)  # what each trial trains and is judged on: the runs table's Dataset column
 
     @deferring
     def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
@@ -289,6 +291,8 @@ class TrialRuns(EpochMetrics):
         tracker.outbox.send(create)
         tracker.outbox.send(lambda: _link(trial, run.id))
         tracker.outbox.send(lambda: tracker.client.log_batch(run.id, params=[Param(k, str(v)) for k, v in params.items()]))
+        if self.inputs:
+            tracker.outbox.send(lambda: tracker.log_inputs(run.id, self.inputs))
         resumed = self.trainer.resumer.resumed if self.trainer.resumer else None
         if resumed is not None and resumed.epoch:
             tracker.outbox.send(lambda: self._carry(run, resumed))

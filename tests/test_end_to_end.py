@@ -76,7 +76,7 @@ def test_one_parent_run_with_a_child_run_per_trial_and_per_epoch_accuracy(search
     assert "test_accuracy" in parent.data.metrics and "best_eval_accuracy" in parent.data.metrics
 
 
-def test_the_parent_run_shows_its_params_and_its_data_as_dataset_inputs(searched):
+def test_the_parent_and_trial_runs_show_their_params_and_data_as_dataset_inputs(searched):
     cwd, _ = searched
     (parent,) = runs_by_role(mlflow_client(cwd), "study")
     params = parent.data.params
@@ -87,6 +87,11 @@ def test_the_parent_run_shows_its_params_and_its_data_as_dataset_inputs(searched
     assert sorted(inputs) == ["test", "train", "validation"]
     assert inputs["test"].source.endswith('test.csv"}') and inputs["train"].source.endswith('train.csv"}')
     assert len({d.digest for d in inputs.values()}) == 3 and all(len(d.digest) == 16 for d in inputs.values())
+    # Each trial run shows what it trained and was judged on; no trial touches the test split.
+    for trial in runs_by_role(mlflow_client(cwd), "trial"):
+        used = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in trial.inputs.dataset_inputs}
+        assert sorted(used) == ["train", "validation"]
+        assert {split: d.digest for split, d in used.items()} == {split: inputs[split].digest for split in used}
 
 
 def test_the_champion_carries_a_model_card(searched):
