@@ -13,6 +13,7 @@ import mlflow
 import optuna
 import requests
 from mlflow.entities import DatasetInput, Metric, Param, RunStatus
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from optuna.trial import TrialState
@@ -57,7 +58,7 @@ class Tracker:
     """One MLflow experiment, through an explicit client (no global active-run state between jobs)."""
 
     def __init__(self, cfg: TrackingConfig) -> None:
-        self.uri = cfg.uri
+        self.uri, self.system_metrics = cfg.uri, cfg.system_metrics
         if cfg.uri.startswith("sqlite:///"):
             Path(cfg.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         check_reachable(cfg.uri)
@@ -119,9 +120,13 @@ class Tracker:
 
     @contextlib.contextmanager
     def running(self, run_id: str) -> Iterator[str]:
-        """Mark `run_id` RUNNING for the block; FINISHED, KILLED (interrupt) or FAILED after it."""
+        """Mark `run_id` RUNNING for the block, with system metrics; FINISHED, KILLED (interrupt) or FAILED after it."""
         self.client.update_run(run_id, status="RUNNING")
         status = "FAILED"
+        # Steps go on from the run's last: the same command again continues the parent run's curves.
+        monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=self.uri) if self.system_metrics else None
+        if monitor:
+            monitor.start()
         try:
             yield run_id
             status = "FINISHED"
@@ -129,6 +134,8 @@ class Tracker:
             status = "KILLED"
             raise
         finally:
+            if monitor:
+                monitor.finish()
             self.client.set_terminated(run_id, status)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:

@@ -74,6 +74,7 @@ def test_one_parent_run_with_a_child_run_per_trial_and_per_epoch_accuracy(search
     for folder in invocations:
         assert {"config.yaml", "command.txt"} == {a.path.rsplit("/", 1)[1] for a in client.list_artifacts(parent.info.run_id, folder.path)}
     assert "test_accuracy" in parent.data.metrics and "best_eval_accuracy" in parent.data.metrics
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(parent.data.metrics)
 
 
 def test_the_parent_and_trial_runs_show_their_params_and_data_as_dataset_inputs(searched):
