@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import optuna
+import transformers
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
@@ -30,6 +31,8 @@ def quiet() -> None:
     if not getattr(warnings.showwarning, "once", False):
         warnings.showwarning = _once(warnings.showwarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # "Loading weights" and "Writing model shards" at every trial, save and load (the Trainer's own bars stay).
+    transformers.utils.logging.disable_progress_bar()
     # The heartbeat and its retry of dead workers' trials are Optuna "experimental" features, used on purpose.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # "Creating initial MLflow database tables"
@@ -61,8 +64,18 @@ def _once(show: Callable) -> Callable:
 
 
 class BarsOnly(ProgressCallback):
-    """The Trainer's progress bars, without the dict of losses it prints at every logging step
-    (they go to MLflow; TrialProgress sums a trial up in one line)."""
+    """The Trainer's progress bars, named for the trial and epoch in training, without the dict of losses
+    it prints at every logging step (they go to MLflow; TrialProgress sums a trial up in one line)."""
+
+    def __init__(self, trainer) -> None:
+        super().__init__()
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs: Any) -> None:
+        trial = current_trial(self.trainer)
+        if self.training_bar is not None and isinstance(trial, optuna.Trial):
+            epoch = int(state.epoch or 0) + 1
+            self.training_bar.set_description(f"trial {trial.number} epoch {epoch}/{round(args.num_train_epochs)}")
 
     def on_log(self, args, state, control, logs=None, **kwargs: Any) -> None:
         return None
@@ -70,7 +83,7 @@ class BarsOnly(ProgressCallback):
 
 def use_bars_only(trainer) -> None:
     if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(BarsOnly)
+        trainer.add_callback(BarsOnly(trainer))
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -84,9 +97,15 @@ class TrialProgress(TrainerCallback):
         self.trainer, self.n_trials, self.timeout = trainer, n_trials, timeout
         self.done, self.started, self.trial_started = 0, time.monotonic(), 0.0
         self.accuracies: list[float] = []
+        self.resumed = ""  # what a retried trial continued from
 
     def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
-        self.trial_started, self.accuracies = time.monotonic(), []
+        self.trial_started, self.accuracies, self.resumed = time.monotonic(), [], ""
+        resumed = self.trainer.resumer.resumed if getattr(self.trainer, "resumer", None) else None
+        if resumed is not None and resumed.epoch:  # the epochs it continues from
+            earlier = sorted(resumed.earlier.intermediate_values.items())
+            self.accuracies = [value for step, value in earlier if step <= resumed.epoch]
+            self.resumed = f" (resumed #{resumed.trial} after epoch {resumed.epoch})"
 
     def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
         if metrics and OBJECTIVE in metrics:
@@ -107,7 +126,7 @@ class TrialProgress(TrainerCallback):
         accuracies = " ".join(f"{a:.3f}" for a in self.accuracies) or "-"
         return (
             f"trial {self.done}/{self.n_trials} (#{number}) {params_text(params)} | {OBJECTIVE} by epoch: "
-            f"{accuracies} | {outcome} in {_clock(now - self.trial_started)} | "
+            f"{accuracies} | {outcome}{self.resumed} in {_clock(now - self.trial_started)} | "
             f"elapsed {_clock(elapsed)}, ~{_clock(left)} left"
         )
 

@@ -3,6 +3,7 @@ the middle of one; the same command again continues the trial from its last fini
 an uninterrupted run draws."""
 from __future__ import annotations
 
+import re
 import signal
 import subprocess
 import sys
@@ -65,6 +66,9 @@ def interrupted_then_rerun(
     again = run_pipeline(cwd, *overrides)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"trial 1 resumes trial 0 from its epoch {resumed_epoch}" in again.stdout + again.stderr
+    # Its progress line shows the whole curve, earlier epochs included.
+    assert re.search(rf"trial 1/1 \(#1\) .* by epoch: [0-9.]+ [0-9.]+ [0-9.]+ \| complete \(resumed #0 after epoch {resumed_epoch}\)",
+                     again.stdout)
     return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
 
 
