@@ -43,7 +43,8 @@ class Prepared:
 
 
 def prepare(cfg: DictConfig) -> Prepared:
-    progress.quiet()
+    if not cfg.verbose:
+        progress.quiet()
     checks.check_config(cfg)
     # Validates conf/trainer; under torchrun it also joins the process group.
     train.training_args(cfg.trainer, cfg.output_dir, cfg.seed, **torchrun.device_args())

@@ -27,7 +27,8 @@ SHORT = {"per_device_train_batch_size": "batch", "num_train_epochs": "epochs", "
 
 def quiet() -> None:
     """Each library warning once per process, not once per trial; Optuna's own per-trial lines, its
-    experimental-feature warnings and MLflow's table-creation lines off (TrialProgress says more)."""
+    experimental-feature warnings, MLflow's table-creation and system-metrics lines, transformers' weight
+    bars off (TrialProgress says more). `verbose=true` keeps them all."""
     if not getattr(warnings.showwarning, "once", False):
         warnings.showwarning = _once(warnings.showwarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -37,9 +38,23 @@ def quiet() -> None:
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # "Creating initial MLflow database tables"
         logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # "Started monitoring system metrics"
+    # The Hub's model card and license of a local checkpoint: the pipeline writes its own model card.
+    logging.getLogger("mlflow.transformers").setLevel(logging.ERROR)
+    # A parallel-coordinate plot of trials that all scored the same (its axis is widened anyway).
+    warnings.filterwarnings("ignore", message="Attempting to set identical low and high ylims")
     trials = logging.getLogger("optuna.study._optimize")  # "Trial N failed ... because of the following error"
     if _without_traceback not in trials.filters:
         trials.addFilter(_without_traceback)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The terminal's log lines: a message alone, a warning or error marked as such (Hydra's log file keeps
+    the time and logger of each line)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno <= logging.INFO else f"{record.levelname.lower()}: {message}"
 
 
 def _without_traceback(record: logging.LogRecord) -> bool:

@@ -126,6 +126,8 @@ def test_terminal_shows_a_line_per_trial_and_a_summary(searched):
     assert done.stderr.count("'pin_memory' argument is set as true") <= 1
     assert "Trial 1 finished with value" not in done.stderr
     assert "Loading weights" not in done.stderr and "Writing model shards" not in done.stderr
+    assert all(line.startswith("trial ") for line in lines)  # no time and logger prefix in the terminal
+    assert "monitoring system metrics" not in done.stdout + done.stderr and "ylims" not in done.stderr
     assert "trial 0 epoch 1/" in done.stderr and "trial 2 epoch 2/" in done.stderr  # the bar names what it trains
 
 
