@@ -2,6 +2,8 @@
 in length-sorted batches without gradients: every class's probability for each text."""
 from __future__ import annotations
 
+import contextlib
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +23,7 @@ class Classifier:
     model: PreTrainedModel
     tokenizer: object
     labels: list[str]  # by class id
+    quantized: bool = False  # int8 Linear layers (CPU): activations stay fp32, no autocast
 
     def probabilities(self, texts: list[str], batch_size: int = BATCH_SIZE, progress: bool = False) -> np.ndarray:
         """Rows of class probabilities, in the order of `texts`. Texts are truncated as in training (the saved
@@ -30,7 +33,8 @@ class Classifier:
         result = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         self.model.eval()
         starts = range(0, len(order), batch_size)
-        with torch.inference_mode(), precision.inference_autocast(self.model.device):
+        autocast = contextlib.nullcontext() if self.quantized else precision.inference_autocast(self.model.device)
+        with torch.inference_mode(), autocast:
             for start in tqdm(starts, desc="classify", unit="batch", disable=not progress):
                 rows = order[start:start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
@@ -44,8 +48,9 @@ class Classifier:
         return [self.labels[i] for i in best], probabilities[np.arange(len(best)), best]
 
 
-def load(uri: str, tracking_uri: str) -> Classifier:
-    """The model at `uri`: a directory `save_pretrained` wrote, or an MLflow model URI in `tracking_uri`."""
+def load(uri: str, tracking_uri: str, quantize: bool = False) -> Classifier:
+    """The model at `uri`: a directory `save_pretrained` wrote, or an MLflow model URI in `tracking_uri`;
+    `quantize`: its Linear layers in int8 (dynamic quantization, for the CPU)."""
     if Path(uri).is_dir():
         model, tokenizer = AutoModelForSequenceClassification.from_pretrained(uri), AutoTokenizer.from_pretrained(uri)
     elif uri.startswith(("models:/", "runs:/")):
@@ -53,7 +58,14 @@ def load(uri: str, tracking_uri: str) -> Classifier:
     else:
         raise PipelineError(f"{uri}: neither a model directory nor a models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return Classifier(model, tokenizer, labels)
+    return Classifier(quantized(model) if quantize else model, tokenizer, labels, quantize)
+
+
+def quantized(model: PreTrainedModel) -> PreTrainedModel:
+    """Dynamic int8 quantization of the Linear layers: weights int8, activations quantized per batch."""
+    with warnings.catch_warnings():  # torch.ao's quantization is deprecated in favour of torchao, not yet removed
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(model.eval(), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def _from_mlflow(uri: str, tracking_uri: str):

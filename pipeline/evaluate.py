@@ -13,7 +13,7 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     labelled = read_labelled(args)
-    model = classifier.load(args.uri, args.tracking_uri)
+    model = classifier.load(args.uri, args.tracking_uri, args.quantize)
     unknown = sorted(set(labelled.truth) - set(model.labels))
     if unknown:
         raise PipelineError(
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     version = registered_version(args.uri, args.tracking_uri)
     print(summary(args.uri, labelled, scored, metrics, version))
     if version is not None:
-        run_id = log_evaluation(args.tracking_uri, version, labelled, scored)
+        run_id = log_evaluation(args.tracking_uri, version, labelled, scored, model.quantized)
         print(f"logged as MLflow run {run_id} (tag {ROLE_TAG}=evaluation); {EVALUATION_TAG} on models:/{version.name}/{version.version}")
     return metrics
 
@@ -114,8 +114,9 @@ def summary(uri: str, labelled: Labelled, scored: Scored, metrics: dict[str, flo
     return "\n".join(lines)
 
 
-def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Scored) -> str:
-    """An MLflow run in the version's experiment: metrics, the data as an input, the confusion matrix."""
+def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Scored, quantized: bool = False) -> str:
+    """An MLflow run in the version's experiment: metrics, the data as an input, the confusion matrix, and
+    whether the model ran int8-quantized (param `quantized`)."""
     client = MlflowClient(tracking_uri, tracking_uri)
     experiment_id = client.get_run(version.run_id).info.experiment_id
     model_uri = f"models:/{version.name}/{version.version}"
@@ -123,7 +124,8 @@ def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Score
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
     try:
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scored.metrics().items()])
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scored.metrics().items()],
+                         params=[Param("quantized", str(quantized).lower())])
         path = labelled.source.split("=", 1)[1]
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": both readings are the local file
             warnings.simplefilter("ignore", UserWarning)

@@ -93,6 +93,22 @@ def test_predict_prints_a_label_and_its_score_per_text_on_the_command_line(champ
     assert len(lines) == 2 and all(label in LABELS and 0 < float(score) <= 1 for label, score in lines)
 
 
+def test_predict_quantized_to_int8_gives_close_probabilities(champion, tmp_path):
+    work, _, _ = champion
+    new_texts().to_csv(tmp_path / "in.csv", index=False)
+    found = {}
+    for name, extra in (("plain", []), ("int8", ["--quantize"])):
+        out = tmp_path / f"{name}.csv"
+        result = predict(work, CHAMPION, "--input", str(tmp_path / "in.csv"), "--text-columns", "body", "--all-scores",
+                         "--output", str(out), *extra)
+        assert result.returncode == 0, result.stderr[-3000:]
+        found[name] = pd.read_csv(out)
+    columns = [f"score_{label}" for label in LABELS]
+    assert list(found["int8"]["body"]) == list(found["plain"]["body"])
+    assert (found["int8"][columns] - found["plain"][columns]).abs().max().max() < 0.05
+    assert found["int8"][columns].sum(axis=1).round(4).eq(1).all()
+
+
 @pytest.mark.parametrize("case, args, says", [
     ("missing column", ["--input", "{dir}/in.csv", "--text-columns", "title"], "column 'title' not found"),
     ("empty file", ["--input", "{dir}/empty.csv"], "no rows"),
@@ -133,7 +149,7 @@ def test_evaluate_logs_an_evaluation_run_linked_to_the_version(champion, tmp_pat
     assert run.data.tags[MODEL_VERSION_TAG] == f"models:/local/{version.version}"
     assert run.info.experiment_id == client.get_run(version.run_id).info.experiment_id
     assert {"accuracy", "f1_macro", *(f"f1_{label}" for label in LABELS)} <= set(run.data.metrics)
-    assert run.data.metrics["support_money"] == 3
+    assert run.data.metrics["support_money"] == 3 and run.data.params["quantized"] == "false"
     (source,) = run.inputs.dataset_inputs
     assert source.dataset.name == "week.csv" and {t.value for t in source.tags} == {"evaluation"}
     assert CONFUSION_MATRIX in {a.path for a in client.list_artifacts(run.info.run_id)}
