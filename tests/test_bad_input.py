@@ -5,6 +5,7 @@ Most cases call the real Hydra entry point (`pipeline.__main__.cli`) in this pro
 a dead tracking server's wait) run it in a subprocess."""
 from __future__ import annotations
 
+import re
 import signal
 import sqlite3
 import sys
@@ -20,8 +21,9 @@ from pipeline import storage
 from pipeline.__main__ import cli, main
 from pipeline.space import load_space
 from pipeline.study import open_study
-from devtools.commands import TINY, run_pipeline
+from devtools.commands import ROOT, TINY, run_pipeline
 from devtools.services import free_port
+from tests import test_data
 from tests.conftest import compose_config, write_ag_news_release, write_space
 
 BASE = [o for o in TINY if not o.startswith("dataset.data_dir")] + ["search.n_trials=1"]
@@ -236,15 +238,14 @@ def test_study_reused_with_another_direction(tmp_path, monkeypatch, capsys):
 
 
 # What the user sees from the real process.
-@pytest.mark.parametrize(
-    "overrides, names, says",
-    [
-        (["search.n_trail=3"], "search.n_trail", "check the spelling"),
-        (["model=bert_base"], "model=bert_base", "offline, use model=minilm"),
-        (["dataset=ag_news", "dataset.data_dir=null"], "dataset.hub_id=fancyzhx/ag_news", "offline, read local files"),
-    ],
-    ids=["misspelt_key", "hub_unreachable_model", "hub_unreachable_dataset"],
-)
+REAL_PROCESS_CASES = {
+    "misspelt_key": (["search.n_trail=3"], "search.n_trail", "check the spelling"),
+    "hub_unreachable_model": (["model=bert_base"], "model=bert_base", "offline, use model=minilm"),
+    "hub_unreachable_dataset": (["dataset=ag_news", "dataset.data_dir=null"], "dataset.hub_id=fancyzhx/ag_news", "offline, read local files"),
+}
+
+
+@pytest.mark.parametrize("overrides, names, says", REAL_PROCESS_CASES.values(), ids=REAL_PROCESS_CASES)
 def test_real_process_prints_one_line_and_exits_2(tmp_path, overrides, names, says):
     data = write_ag_news_release(tmp_path / "ok", {"train": ROWS, "test": ROWS})
     result = run_pipeline(tmp_path, *BASE, f"dataset.data_dir={data}", *overrides, timeout=120)
@@ -269,3 +270,16 @@ def test_a_search_whose_every_trial_failed_says_why_in_one_line(tmp_path):
     assert "search.study_name=ag_news-tiny has no completed trial yet; 2 failed: ValueError" in errors[0], errors[0]
     assert "sometimes" in errors[0]
     assert "Traceback" not in result.stderr
+
+
+def test_the_docs_bad_input_table_names_every_case_once():
+    """docs/reliability.md's table and these tests, one to one: each row names its cases, each case one row."""
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    table = text[text.index("| input | message (abridged) | fix | test |"):].split("\n\n", 1)[0].splitlines()[2:]
+    documented = [case for row in table for case in re.findall(r"`(\w+)`", row.rsplit(" | ", 1)[1])]
+    drivers = {"bad_input_fails_before_training_with_one_line", "real_process_prints_one_line_and_exits_2",
+               "the_docs_bad_input_table_names_every_case_once"}
+    functions = {name.removeprefix("test_") for name in globals() if name.startswith("test_")} - drivers
+    elsewhere = {"a_test_split_lacking_training_classes_is_named_in_a_warning"}  # tests/test_data.py: a warning
+    assert all(hasattr(test_data, f"test_{name}") for name in elsewhere)
+    assert sorted(documented) == sorted({*CASES, *REAL_PROCESS_CASES, *functions, *elsewhere})
