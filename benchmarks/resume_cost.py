@@ -32,6 +32,7 @@ from pipeline import resume, train
 from pipeline.space import hp_space, load_space
 from pipeline.study import trial_name
 from pipeline.train import objective
+from devtools.commands import study_storage
 
 STUDY = "ag_news-minilm"
 SPACE = "learning_rate: {type: categorical, choices: [5.0e-5]}\n"
@@ -82,7 +83,7 @@ def save_cost(rows: int, epochs: int, workdir: Path) -> dict:
 
 
 def trial_seconds(cwd: Path, state: TrialState) -> list[float]:
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+    study = optuna.load_study(study_name=STUDY, storage=study_storage(cwd))
     return [(t.datetime_complete - t.datetime_start).total_seconds() for t in study.trials if t.state == state]
 
 

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from pipeline.audit import audit  # noqa: E402
 from pipeline.resume import RESUMED_FROM_EPOCH  # noqa: E402
+from devtools.commands import study_storage, tracking_uri  # noqa: E402
 
 STUDY = "ag_news-tiny"
 SPACE = {
@@ -137,8 +138,8 @@ def main() -> int:
         clean = True
         print(f"[{time.monotonic() - started:6.0f}s] worker {starts} finished; {completed(workdir)} trials complete", flush=True)
 
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{workdir}/mlruns/optuna.db")
-    uri = f"sqlite:///{workdir}/mlruns/mlflow.db"
+    study = optuna.load_study(study_name=STUDY, storage=study_storage(workdir))
+    uri = tracking_uri(workdir)
     result = audit(study, MlflowClient(uri, uri), "ag_news")
     print(f"workers started {starts}, SIGKILLed {kills}, {time.monotonic() - started:.0f}s")
     print(result.summary())

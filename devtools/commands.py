@@ -22,6 +22,16 @@ TINY = [
 ]
 
 
+def study_storage(cwd: Path) -> str:
+    """The Optuna storage a command run in `cwd` uses by default (conf/config.yaml's search.storage)."""
+    return f"sqlite:///{cwd}/mlruns/optuna.db"
+
+
+def tracking_uri(cwd: Path) -> str:
+    """The MLflow store a command run in `cwd` uses by default (conf/config.yaml's tracking.uri)."""
+    return f"sqlite:///{cwd}/mlruns/mlflow.db"
+
+
 def pipeline_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     # The Hub is unreachable here: fail at once instead of retrying for a minute.

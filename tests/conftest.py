@@ -11,13 +11,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from devtools.commands import CLASSES, ROOT
+from devtools.commands import CLASSES, ROOT, study_storage, tracking_uri
 from pipeline import resume, schema
 from pipeline.tracking import ROLE_TAG
 
@@ -76,8 +77,13 @@ def write_space(directory: Path, space: dict) -> str:
 
 def mlflow_client(cwd: Path) -> MlflowClient:
     """A client of the default store of a command run in `cwd`."""
-    uri = f"sqlite:///{cwd}/mlruns/mlflow.db"
+    uri = tracking_uri(cwd)
     return MlflowClient(uri, uri)
+
+
+def default_study(cwd: Path, name: str) -> optuna.Study:
+    """Study `name` in the default storage of a command run in `cwd`."""
+    return optuna.load_study(study_name=name, storage=study_storage(cwd))
 
 
 def runs_by_role(client: MlflowClient, role: str, experiment: str = "ag_news") -> list:

@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from devtools import services
+from devtools.commands import tracking_uri
+from tests.conftest import mlflow_client
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browser download is not reachable
 # What works as root, in a container, offline.
@@ -31,7 +33,7 @@ TIMEOUT_MS = 60_000  # the React app loads slowly on 2 busy cores
 def mlflow_server(cwd: Path, timeout: float = 120) -> Iterator[str]:
     """`mlflow server` over cwd's sqlite store, as the README says to start it; yields its base URL."""
     cwd = Path(cwd)
-    with services.mlflow_server(f"sqlite:///{cwd}/mlruns/mlflow.db", cwd / "mlruns" / "artifacts", cwd / "mlflow-server.log", timeout) as url:
+    with services.mlflow_server(tracking_uri(cwd), cwd / "mlruns" / "artifacts", cwd / "mlflow-server.log", timeout) as url:
         yield url
 
 
@@ -134,9 +136,8 @@ def _close_assistant(page) -> None:
 
 def screenshots(cwd: Path, out: Path, study: str, metric: str = "eval_accuracy") -> list[Path]:
     """Runs table and comparison chart of the two best trials of `study`, as PNGs in `out`."""
-    from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{cwd}/mlruns/mlflow.db")
+    client = mlflow_client(cwd)
     trials = client.search_runs(
         [e.experiment_id for e in client.search_experiments()],
         f"tags.`pipeline.role` = 'trial' AND tags.`pipeline.study` = '{study}'",

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from devtools.commands import pipeline_env, run_pipeline
+from devtools.commands import pipeline_env, run_pipeline, tracking_uri
 from devtools.services import free_port
 from pipeline.evaluate import EVALUATION_TAG, MODEL_VERSION_TAG
 from pipeline.report import CONFUSION_MATRIX
@@ -32,7 +32,7 @@ def champion(tmp_path_factory):
     data = write_reviews(root / "data" / "reviews.csv")
     result = run_pipeline(work, *command(data), "trainer.num_train_epochs=3")
     assert result.returncode == 0, result.stderr[-3000:]
-    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    uri = tracking_uri(work)
     return work, uri, MlflowClient(uri, uri)
 
 

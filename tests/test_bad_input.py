@@ -15,16 +15,15 @@ from pathlib import Path
 import optuna
 import pytest
 from hydra.core.global_hydra import GlobalHydra
-from mlflow.tracking import MlflowClient
 
 from pipeline import storage
 from pipeline.__main__ import cli, main
 from pipeline.space import load_space
 from pipeline.study import open_study
-from devtools.commands import ROOT, TINY, run_pipeline
+from devtools.commands import ROOT, TINY, run_pipeline, study_storage
 from devtools.services import free_port
 from tests import test_data
-from tests.conftest import compose_config, write_ag_news_release, write_space
+from tests.conftest import compose_config, default_study, mlflow_client, write_ag_news_release, write_space
 
 BASE = [o for o in TINY if not o.startswith("dataset.data_dir")] + ["search.n_trials=1"]
 ROWS = [(c + 1, f"title {i}", f"text {i}") for c in range(4) for i in range(10)]
@@ -187,7 +186,7 @@ def test_bad_input_fails_before_training_with_one_line(case, tmp_path, monkeypat
 def _existing_study(
     tmp_path: Path, direction: str = "maximize", space: dict | None = None, data: str | None = None
 ) -> list[str]:
-    url = f"sqlite:///{tmp_path}/mlruns/optuna.db"
+    url = study_storage(tmp_path)
     (tmp_path / "mlruns").mkdir()
     if space is None and data is None:
         optuna.create_study(study_name="ag_news-tiny", storage=url, direction=direction)
@@ -208,7 +207,7 @@ def test_study_reused_on_other_data(tmp_path, monkeypatch, capsys):
     overrides = _existing_study(tmp_path, data="sha256:the fingerprint of other rows")
     code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
     assert_clean_failure(code, stderr, tmp_path, "search.study_name=ag_news-tiny", "created on other data")
-    study = optuna.load_study(study_name="ag_news-tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    study = default_study(tmp_path, "ag_news-tiny")
     assert study.trials == [] and study.user_attrs["data"] == "sha256:the fingerprint of other rows"
 
 
@@ -224,7 +223,7 @@ def test_registered_model_reused_on_other_data(tmp_path, monkeypatch, capsys):
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert code == 2 and len(errors) == 1, stderr[-2000:]
     assert "registry.name=ag_news: version 1 was trained and scored on other data" in errors[0]
-    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    client = mlflow_client(tmp_path)
     assert [str(v.version) for v in client.search_model_versions("name = 'ag_news'")] == ["1"]
     assert len(client.search_runs([e.experiment_id for e in client.search_experiments()])) == 1  # no new run
 
@@ -233,7 +232,7 @@ def test_study_reused_with_another_direction(tmp_path, monkeypatch, capsys):
     overrides = _existing_study(tmp_path, direction="minimize")
     code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
     assert_clean_failure(code, stderr, tmp_path, "search.study_name=ag_news-tiny", "minimises")
-    study = optuna.load_study(study_name="ag_news-tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    study = default_study(tmp_path, "ag_news-tiny")
     assert study.trials == [] and study.user_attrs == {}  # the other study is left as it was
 
 

@@ -4,7 +4,7 @@ import subprocess
 from mlflow.tracking import MlflowClient
 
 from pipeline.tracking import ROLE_TAG
-from devtools.commands import pipeline_env
+from devtools.commands import pipeline_env, tracking_uri
 from tests.test_own_csv import command, write_reviews
 
 
@@ -13,7 +13,7 @@ def test_torchrun_run_twice_trains_one_model_on_two_cpu_processes_each_time(tmp_
     work = tmp_path / "project"
     work.mkdir()
     torchrun = ["torchrun", "--nproc_per_node=2", "-m", "pipeline", *command(data), "mode=train", "trainer.num_train_epochs=2", "trainer.logging_steps=1"]
-    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    uri = tracking_uri(work)
     for attempt in (1, 2):
         result = subprocess.run(torchrun, cwd=work, env=pipeline_env(), capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-3000:]

@@ -1,5 +1,4 @@
 """The real entry point (`python -m pipeline`) in a subprocess, on the tiny model and real AG News rows."""
-import optuna
 import pytest
 from optuna.trial import TrialState
 
@@ -7,7 +6,7 @@ from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
 from pipeline.study import best_trial
 from pipeline.tracking import STATE_TAG, TRIAL_TAG
 from devtools.commands import CLASSES, TINY, run_pipeline
-from tests.conftest import mlflow_client, runs_by_role
+from tests.conftest import default_study, mlflow_client, runs_by_role
 
 STUDY = "ag_news-tiny"
 
@@ -26,7 +25,7 @@ def searched(tmp_path_factory):
     after_first = {
         "champion_accuracy": champion_accuracy(client),
         "trial_runs": len(runs_by_role(client, "trial")),
-        "trials": len(optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db").trials),
+        "trials": len(default_study(cwd, STUDY).trials),
         "best_trial_run": client.get_model_version_by_alias("ag_news", "champion").tags[TRIAL_RUN_TAG],
     }
     second = run_pipeline(cwd, *TINY, "search.n_trials=3")
@@ -41,7 +40,7 @@ def test_first_search_runs_three_trials_each_with_its_run(searched):
 
 def test_rerun_continues_the_same_study(searched):
     cwd, _ = searched
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+    study = default_study(cwd, STUDY)
     assert [t.number for t in study.trials] == list(range(6))
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
     assert study.trials[0].params["num_train_epochs"] == 3  # the configured starting point came first
@@ -54,7 +53,7 @@ def test_one_parent_run_with_a_child_run_per_trial_and_per_epoch_accuracy(search
     assert parent.info.status == "FINISHED" and parent.info.run_name == STUDY
     children = runs_by_role(client, "trial")
     assert len(children) == 6
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+    study = default_study(cwd, STUDY)
     by_number = {t.number: t for t in study.trials}
     assert sorted(r.info.run_name for r in children) == [f"trial-{i}" for i in range(6)]
     for run in children:
@@ -114,7 +113,7 @@ def test_champion_is_registered_and_never_moves_to_a_worse_model(searched):
     assert champion_accuracy(client) == best >= after_first["champion_accuracy"]
     # One version per best trial: a rerun whose best trial did not change registers nothing new.
     trial_runs = [v.tags[TRIAL_RUN_TAG] for v in versions]
-    best = best_trial(optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db"))
+    best = best_trial(default_study(cwd, STUDY))
     assert len(set(trial_runs)) == len(versions)
     assert set(trial_runs) == {after_first["best_trial_run"], best.user_attrs["mlflow_run_id"]}
 
@@ -151,6 +150,6 @@ def test_train_mode_trains_once_and_registers(tmp_path):
 def test_search_timeout_starts_no_trial_after_it_runs_out(tmp_path):
     result = run_pipeline(tmp_path, *TINY, "search.n_trials=5", "search.timeout=1", "trainer.num_train_epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+    study = default_study(tmp_path, STUDY)
     assert [t.state for t in study.trials] == [TrialState.COMPLETE]  # a trial takes longer than 1 s
     assert len(runs_by_role(mlflow_client(tmp_path), "trial")) == 1

@@ -22,9 +22,10 @@ from optuna.trial import TrialState
 
 from pipeline import storage
 from pipeline.audit import audit
-from devtools.commands import TINY, pipeline_env
+from devtools.commands import TINY, pipeline_env, tracking_uri
 from devtools.services import free_port
 from devtools.services import ONE_EPOCH_SPACE, POSTGRES, mlflow_server, postgres_database
+from tests.conftest import default_study
 
 OUTAGE_S = 300
 
@@ -91,7 +92,7 @@ def test_connections_dropped_twice_during_a_search_cost_no_trial(tmp_path):
         assert all(n >= 1 for n in dropped), dropped  # the worker's pooled connections were there to drop
         study = optuna.load_study(study_name="ag_news-tiny", storage=url)
         assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 5
-        uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+        uri = tracking_uri(tmp_path)
         result = audit(study, MlflowClient(uri, uri), "ag_news")
         assert result.consistent, result.summary()
         optuna.storages.RDBStorage(url).engine.dispose()
@@ -145,7 +146,7 @@ def test_commands_started_at_the_same_instant_on_new_sqlite_files_all_run(tmp_pa
         for name, proc in procs.items():
             assert proc.wait(timeout=400) == 0, (cwd / f"{name}.log").read_text()[-3000:]
         for name in procs:
-            study = optuna.load_study(study_name=f"s-{name}", storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+            study = default_study(cwd, f"s-{name}")
             assert [t.state for t in study.trials] == [TrialState.COMPLETE]
 
 
@@ -183,7 +184,7 @@ def test_a_tracking_server_killed_for_five_minutes_mid_trial_loses_nothing(tmp_p
                 history = client.get_metric_history(run.info.run_id, "eval_accuracy")
                 assert [m.step for m in sorted(history, key=lambda m: m.timestamp)] == [1, 2, 3], run.data.tags
                 assert run.info.status == "FINISHED"
-            study = optuna.load_study(study_name="ag_news-tiny", storage=f"sqlite:///{tmp_path}/mlruns/optuna.db")
+            study = default_study(tmp_path, "ag_news-tiny")
             result = audit(study, client, "ag_news")
             assert result.consistent, result.summary()
             assert client.get_model_version_by_alias("ag_news", "champion").version == "1"

@@ -4,13 +4,13 @@ import re
 import shutil
 import uuid
 
-import optuna
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from pipeline.tracking import ROLE_TAG
-from devtools.commands import run_pipeline
+from devtools.commands import run_pipeline, tracking_uri
+from tests.conftest import default_study
 
 TOPICS = {"sport": "match goal team", "money": "bank market shares", "science": "lab study cells"}
 
@@ -43,9 +43,9 @@ def test_own_csv_run_twice_and_from_another_path_continues_one_study(tmp_path):
         result = run_pipeline(work, *command(train_file))
         assert result.returncode == 0, result.stderr[-3000:]
         assert "error:" not in result.stderr
-    study = optuna.load_study(study_name="local-tiny", storage=f"sqlite:///{work}/mlruns/optuna.db")
+    study = default_study(work, "local-tiny")
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
-    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    uri = tracking_uri(work)
     client = MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name("local")
     parents = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'study'")
@@ -76,9 +76,9 @@ def test_a_multirun_run_twice_continues_each_of_its_studies(tmp_path):
         (best,) = [line for line in result.stdout.splitlines() if line.startswith("multirun: best job of 2: model=")]
         assert re.search(r"study=local-(tiny|minilm) validation accuracy [\d.]+, test accuracy [\d.]+ \(models:/local/\d+\)", best)
     for study_name in ("local-tiny", "local-minilm"):
-        study = optuna.load_study(study_name=study_name, storage=f"sqlite:///{work}/mlruns/optuna.db")
+        study = default_study(work, study_name)
         assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
-    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    uri = tracking_uri(work)
     client = MlflowClient(uri, uri)
     experiment = client.get_experiment_by_name("local")
     parents = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'study'")

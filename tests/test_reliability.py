@@ -20,8 +20,8 @@ from pipeline.resume import RESUMED_FROM_TRIAL
 from pipeline.space import load_space
 from pipeline.study import best_trial, open_study
 from pipeline.tracking import ERROR_TAG, STATE_TAG, TRIAL_TAG
-from devtools.commands import TINY, pipeline_env, run_pipeline
-from tests.conftest import compose_config, mlflow_client, runs_by_role, write_space
+from devtools.commands import TINY, pipeline_env, run_pipeline, study_storage
+from tests.conftest import compose_config, default_study, mlflow_client, runs_by_role, write_space
 
 STUDY = "ag_news-tiny"
 # Heartbeat every second, stale after 2: a SIGKILLed trial is failed when the next run starts.
@@ -48,12 +48,8 @@ def search_command(cwd: Path, space: str, n_trials: int, epochs: int) -> list[st
     ]
 
 
-def storage_url(cwd: Path) -> str:
-    return f"sqlite:///{cwd}/mlruns/optuna.db"
-
-
 def load_study(cwd: Path) -> optuna.Study:
-    return optuna.load_study(study_name=STUDY, storage=storage_url(cwd))
+    return default_study(cwd, STUDY)
 
 
 def runs(cwd: Path, role: str) -> list:
@@ -151,7 +147,7 @@ def crashed(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("crash")
     (cwd / "mlruns").mkdir()
     space = learning_rate_space(cwd, [0.001, 0.003, 0.01, 1.0e30], 2)
-    command = [*search_command(cwd, space, n_trials=5, epochs=2), f"search.storage={storage_url(cwd)}"]
+    command = [*search_command(cwd, space, n_trials=5, epochs=2), f"search.storage={study_storage(cwd)}"]
     # The study as the pipeline creates it (trial 0: the configured values), then the user queues trials.
     cfg = compose_config(*command)
     study = open_study(cfg.search, load_space(space), storage.open_storage(cfg.search), {**cfg.trainer, "seed": 42})

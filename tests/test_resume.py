@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from pipeline.audit import audit
 from pipeline.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
 from devtools.commands import pipeline_env, run_pipeline
-from tests.conftest import mlflow_client, wait_for_saved_epoch, write_space
+from tests.conftest import default_study, mlflow_client, wait_for_saved_epoch, write_space
 
 STUDY = "local-tiny"
 EPOCHS = 3
@@ -69,7 +69,7 @@ def interrupted_then_rerun(
     # Its progress line shows the whole curve, earlier epochs included.
     assert re.search(rf"trial 1/1 \(#1\) .* by epoch: [0-9.]+ [0-9.]+ [0-9.]+ \| complete \(resumed #0 after epoch {resumed_epoch}\)",
                      again.stdout)
-    return optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+    return default_study(cwd, STUDY)
 
 
 def per_epoch(cwd: Path, trial: optuna.trial.FrozenTrial, metric: str) -> list[tuple[int, float]]:
@@ -110,7 +110,7 @@ def test_sigterm_mid_epoch_resumes_with_the_curve_of_an_uninterrupted_run(tmp_pa
     straight.mkdir()
     result = run_pipeline(straight, *command(straight, reviews))
     assert result.returncode == 0, result.stderr[-3000:]
-    (uninterrupted,) = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{straight}/mlruns/optuna.db").trials
+    (uninterrupted,) = default_study(straight, STUDY).trials
     assert uninterrupted.params == resumed.params
     # Bit for bit on CPU: weights, optimizer, scheduler and RNG states all come back.
     for metric in ("eval_accuracy", "eval_loss"):

@@ -19,6 +19,7 @@ from pipeline.tracking import ROLE_TAG
 from tests import mlflow_ui
 from devtools.commands import TINY, run_pipeline
 from devtools.services import free_port
+from tests.conftest import default_study, mlflow_client
 
 STUDY = "ag_news-tiny"
 COLUMNS = ["eval_accuracy", "num_train_epochs", "per_device_train_batch_size"]
@@ -36,7 +37,7 @@ def searched(tmp_path_factory):
     (cwd / "space.yaml").write_text(SPACE)
     done = run_pipeline(cwd, *TINY, "search.n_trials=3", f"search.space={cwd / 'space.yaml'}")
     assert done.returncode == 0, done.stderr[-3000:]
-    client = MlflowClient(f"sqlite:///{cwd}/mlruns/mlflow.db")
+    client = mlflow_client(cwd)
     experiment = client.get_experiment_by_name("ag_news")
     runs = client.search_runs([experiment.experiment_id])
     parent = next(r for r in runs if r.data.tags[ROLE_TAG] == "study")
@@ -95,7 +96,7 @@ def test_parent_run_holds_plots_trials_table_best_params_and_confusion_matrix(se
     assert (local / report.CONFUSION_MATRIX).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     rows = list(csv.DictReader(io.StringIO((local / report.TRIALS_TABLE).read_text())))
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{cwd}/mlruns/optuna.db")
+    study = default_study(cwd, STUDY)
     assert [int(r["number"]) for r in rows] == [t.number for t in study.trials]
     by_run = {r.info.run_id: r for r in trials}
     for row, trial in zip(rows, study.trials):
