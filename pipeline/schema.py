@@ -1,5 +1,5 @@
 """Typed config schema: Hydra validates every key in conf/ against these dataclasses, and each key carries
-its help, from which the README's config table is made (`python -m pipeline.schema`; a test compares them)."""
+its help, from which the config table in docs/configuration.md is made (`python -m pipeline.schema`; a test compares them)."""
 from __future__ import annotations
 
 import dataclasses
@@ -119,7 +119,7 @@ def register() -> None:
 
 
 def config_table(extra: dict[str, dataclasses.Field] | None = None) -> str:
-    """The README's config table: every key of the schema (and `extra` ones, e.g. trainer.fgm_epsilon), its
+    """The config table (docs/configuration.md): every key of the schema (and `extra` ones, e.g. trainer.fgm_epsilon), its
     default and its help."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for name, found in _keys(Config, ""):
