@@ -43,6 +43,7 @@ def overrides(rows: int, epochs: int, space: Path) -> list[str]:
         "model=minilm", f"dataset.data_dir={harness.AG_NEWS_DIR}", f"dataset.max_train_samples={rows}",
         "dataset.max_eval_samples=400", f"trainer.num_train_epochs={epochs}", f"search.space={space}",
         "search.n_trials=1", "search.pruner=none", "search.heartbeat_interval=1", "search.grace_period=2",
+        f"search.study_name={STUDY}",
     ]
 
 

@@ -43,7 +43,7 @@ def command(workdir: Path, n_trials: int, mode: str = "search") -> list[str]:
         sys.executable, "-m", "pipeline", "model=tiny", f"mode={mode}",
         f"dataset.data_dir={ROOT.parent / 'shared' / 'data' / 'ag_news_csv'}",
         "dataset.max_train_samples=64", "dataset.max_eval_samples=32", "dataset.max_length=32",
-        "trainer.learning_rate=0.001", "trainer.num_train_epochs=1", "trainer.logging_steps=4",
+        "trainer.learning_rate=0.001", "trainer.num_train_epochs=1", "trainer.logging_steps=4", f"search.study_name={STUDY}",
         f"search.space={workdir / 'space.yaml'}", f"search.n_trials={n_trials}", "search.pruner=none",
         # A killed worker's trial is stale 2 s after its last heartbeat: the restart (longer) repairs it.
         "search.heartbeat_interval=1", "search.grace_period=2",

@@ -19,6 +19,9 @@ TINY = [
     "dataset.max_length=48",
     "trainer.logging_steps=5",
     "trainer.learning_rate=0.001",
+    # Named as without the caps (which would add `-train96-eval40`): tests and benchmarks name them so.
+    "search.study_name=ag_news-tiny",
+    "registry.name=ag_news",
 ]
 
 

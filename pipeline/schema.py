@@ -8,7 +8,7 @@ from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 
 def key(default: Any = MISSING, help: str = "", shown: str | None = None, factory: Any = None) -> Any:
@@ -69,7 +69,7 @@ class SearchConfig:
     timeout: Optional[int] = key(None, "seconds; no new trial starts after this (the running one finishes)")
     space: str = key("batch_epochs", "a file in `sweeps/`, or a path to one")
     storage: str = key("sqlite:///mlruns/optuna.db", "any Optuna RDB URL")
-    study_name: str = key(help="the study, and its MLflow parent run", shown="`<experiment>-<model>`")
+    study_name: str = key(help="the study, and its MLflow parent run", shown="`<experiment>-<model>`, plus `-train<N>` / `-eval<N>` on capped rows")
     sampler: Sampler = key(Sampler.tpe, "how trials are drawn")
     pruner: Pruner = key(Pruner.median, "how trials are stopped early, between epochs")
     n_startup_trials: int = key(3, "completed trials before TPE models and the pruner prunes")
@@ -91,7 +91,7 @@ class TrackingConfig:
 
 @dataclass
 class RegistryConfig:
-    name: str = key(help="the registered model", shown="the experiment's name")
+    name: str = key(help="the registered model", shown="the experiment's name, plus `-train<N>` / `-eval<N>` on capped rows")
     alias: str = key("champion", "the alias that moves to a version only when it beats the holder's test accuracy")
 
 
@@ -114,8 +114,17 @@ class Config:
 
 
 def register() -> None:
-    """Store the schema so `conf/config.yaml` can extend it (`defaults: [schema, ...]`)."""
+    """Store the schema so `conf/config.yaml` can extend it (`defaults: [schema, ...]`), and the resolver
+    its default names use."""
     ConfigStore.instance().store(name="schema", node=Config)
+    OmegaConf.register_new_resolver("pipeline.subset", subset_suffix, replace=True)
+
+
+def subset_suffix(max_train_samples: int | None, max_eval_samples: int | None) -> str:
+    """What a run on capped rows adds to its default study and registered-model names (`-train400`,
+    `-train400-eval100`): a quick try first and the full data after it need no new names."""
+    caps = [f"{name}{cap}" for name, cap in (("train", max_train_samples), ("eval", max_eval_samples)) if cap is not None]
+    return "".join(f"-{cap}" for cap in caps)
 
 
 def config_table(extra: dict[str, dataclasses.Field] | None = None) -> str:

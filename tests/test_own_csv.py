@@ -4,12 +4,13 @@ import re
 import shutil
 import uuid
 
+import optuna
 import pandas as pd
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from pipeline.tracking import ROLE_TAG
-from devtools.commands import run_pipeline, tracking_uri
+from devtools.commands import run_pipeline, study_storage, tracking_uri
 from tests.conftest import default_study
 
 TOPICS = {"sport": "match goal team", "money": "bank market shares", "science": "lab study cells"}
@@ -87,3 +88,22 @@ def test_a_multirun_run_twice_continues_each_of_its_studies(tmp_path):
     children = client.search_runs([experiment.experiment_id], f"tags.`{ROLE_TAG}` = 'trial'")
     assert sorted(c.data.tags["mlflow.parentRunId"] for c in children) == sorted(2 * [p.info.run_id for p in parents])
     assert [e.name for e in client.search_experiments()] == ["local", "Default"]
+
+
+def test_a_quick_try_on_capped_rows_then_the_full_data_need_no_new_names(tmp_path):
+    """The common workflow: a small run first, then all rows, with the same command less the cap."""
+    work = tmp_path / "project"
+    work.mkdir()
+    data = write_reviews(tmp_path / "data" / "reviews.csv")
+    quick = run_pipeline(work, *command(data), "dataset.max_train_samples=40")
+    assert quick.returncode == 0, quick.stderr[-3000:]
+    assert "models:/local-train40/1" in quick.stdout
+    full = run_pipeline(work, *command(data))
+    assert full.returncode == 0, full.stderr[-3000:]
+    assert "models:/local/1" in full.stdout
+    assert sorted(optuna.get_all_study_names(study_storage(work))) == ["local-tiny", "local-tiny-train40"]
+    client = MlflowClient(tracking_uri(work), tracking_uri(work))
+    assert sorted(m.name for m in client.search_registered_models()) == ["local", "local-train40"]
+    # An explicit name still gets the data check: the full rows under the quick try's name are refused.
+    again = run_pipeline(work, *command(data), "registry.name=local-train40", "search.study_name=other")
+    assert again.returncode == 2 and "registry.name=local-train40: version 1 was trained and scored on other data" in again.stderr
