@@ -24,6 +24,7 @@ from pipeline.tracking import RUN_ID_ATTR, EpochMetrics
 from pipeline.train import OBJECTIVE, PipelineTrainer
 
 log = logging.getLogger(__name__)
+MODEL_CARD = "model_card.md"  # the registered version's description, also in the run's outputs/ directory
 CHANCE_MARGIN = 0.05  # accuracy within this of 1/labels is taken as chance
 
 
@@ -84,12 +85,12 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
     metrics = {"test_loss": prediction.metrics["test_loss"], **scored.metrics("test_")}
     title = f"model={prep.cfg.model.name} on the test split ({len(scored.truth)} rows)"
     report.log_confusion_matrix(prep.tracker.client, run_id, scored, title)
-    directory = Path(prep.cfg.output_dir) / "model"
-    trainer.save_model(str(directory))  # model + tokenizer (processing_class)
     source = registry.Source(run_id, prep.data_fingerprint, best.run_id)
+    # The weights are kept once, in MLflow (and the best trial's checkpoint): no copy under outputs/.
     final = registry.register(trainer, metrics, prep.tracker, prep.cfg.registry, source)
     text = model_card.card(prep, best.params, best.value, metrics)
-    (directory / "README.md").write_text(text, encoding="utf-8")
+    Path(prep.cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    (Path(prep.cfg.output_dir) / MODEL_CARD).write_text(text, encoding="utf-8")
     prep.tracker.client.update_model_version(prep.cfg.registry.name, final.version, description=text)
     log.info(
         "%s=%.4f %s=%.4f; registered %s; %s is version %s", TEST_METRIC, metrics[TEST_METRIC], F1_METRIC,

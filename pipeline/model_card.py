@@ -1,5 +1,5 @@
 """The model card: what a registered version is, what it was trained and scored on, and how well it does;
-the version's description in MLflow and README.md beside the saved model (Hugging Face's convention)."""
+the version's description in MLflow, and `model_card.md` in the run's outputs/ directory."""
 from __future__ import annotations
 
 from pipeline.prepare import Prepared

@@ -109,7 +109,7 @@ class Config:
     registry: RegistryConfig = field(default_factory=RegistryConfig)
     mode: Mode = key(Mode.search, "`search` (search, then train, score and register the best trial), `train` (train once with conf/trainer's values) or `finalize` (the best trial of an existing study, no search)")
     seed: int = key(42, "data splits, model init, sampler")
-    output_dir: str = key(help="the run's directory: the final model, Hydra's log", shown="`outputs/<study>/<date_time>`")
+    output_dir: str = key(help="the run's directory: Hydra's log and config, the model card", shown="`outputs/<study>/<date_time>`")
     verbose: bool = key(False, "the libraries' own output too: every warning each time, Optuna's per-trial lines, the weight-loading bars")
 
 

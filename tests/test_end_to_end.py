@@ -101,7 +101,7 @@ def test_the_champion_carries_a_model_card(searched):
     assert card.startswith("# ag_news: text classification") and "Labels: World, Sports, Business, Sci/Tech." in card
     assert f"test accuracy {float(version.tags[TEST_METRIC]):.4f}" in card
     assert all(f"| {label} |" in card for label in CLASSES) and "## Limits" in card
-    saved = sorted((cwd / "outputs" / STUDY).glob("*/model/README.md"))
+    saved = sorted((cwd / "outputs" / STUDY).glob("*/model_card.md"))
     assert saved and any(path.read_text() == card for path in saved)
 
 
@@ -129,7 +129,8 @@ def test_predict_loads_champion_in_a_new_process(searched):
 
 def test_predict_loads_a_saved_directory(searched):
     cwd, _ = searched
-    (model_dir,) = sorted((cwd / "outputs" / STUDY).glob("*/model"))[-1:]
+    best = best_trial(default_study(cwd, STUDY))
+    model_dir = cwd / "mlruns" / "checkpoints" / STUDY / f"trial-{best.number}"  # the kept best trial
     result = run_pipeline(cwd, str(model_dir), "Markets fall", module="pipeline.predict")
     assert result.returncode == 0, result.stderr[-2000:]
     label, score = result.stdout.strip().split("\t")
@@ -139,6 +140,9 @@ def test_predict_loads_a_saved_directory(searched):
 def test_train_mode_trains_once_and_registers(tmp_path):
     result = run_pipeline(tmp_path, *TINY, "mode=train", "trainer.num_train_epochs=2")
     assert result.returncode == 0, result.stderr[-3000:]
+    # The weights once, in MLflow's artifacts: none under outputs/ (the model card is there).
+    assert not list((tmp_path / "outputs").rglob("*.safetensors")) and list((tmp_path / "outputs").rglob("model_card.md"))
+    assert len(list((tmp_path / "mlruns" / "artifacts").rglob("*.safetensors"))) == 1
     client = mlflow_client(tmp_path)
     (run,) = runs_by_role(client, "train")
     assert run.info.status == "FINISHED"
