@@ -81,7 +81,7 @@ class ReplicaTracker(Tracker):
     def running(self, run_id: str) -> Iterator[str]:
         yield run_id
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0, timestamp: int | None = None) -> None:
         pass
 
     def close_trial_runs(self, parent_id: str, study, interrupted: bool = False) -> None:

@@ -158,9 +158,12 @@ class Tracker:
                 raise
             self.client.log_inputs(run_id, datasets=inputs)  # the row exists now, so MLflow links it
 
-    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        for key, value in metrics.items():
-            self.client.log_metric(run_id, key, float(value), step=step)
+    def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0, timestamp: int | None = None) -> None:
+        """One batch; with the `timestamp` the values were made at, a write retried after a lost answer (a
+        server killed mid-request) is the same row again, which MLflow's store keeps once."""
+        stamp = timestamp if timestamp is not None else int(time.time() * 1000)
+        batch = [Metric(key, float(value), stamp, step) for key, value in metrics.items()]
+        self.client.log_batch(run_id, metrics=batch)
 
     def copy_metrics(self, source: str, target: str, last_epoch: int, last_step: int) -> None:
         """The per-epoch metrics of `source` up to `last_epoch` (the training loss up to `last_step`), into
@@ -265,8 +268,8 @@ class EpochMetrics(TrainerCallback):
             self._send_metrics({self.prefix + "train_loss": logs["loss"]}, state.global_step)
 
     def _send_metrics(self, metrics: dict[str, float], step: int) -> None:
-        run = self.run
-        self.tracker.outbox.send(lambda: self.tracker.log_metrics(run.id, metrics, step=step))
+        run, made = self.run, int(time.time() * 1000)  # stamped now: the outbox may send it much later, or twice
+        self.tracker.outbox.send(lambda: self.tracker.log_metrics(run.id, metrics, step=step, timestamp=made))
 
 
 class TrialRuns(EpochMetrics):

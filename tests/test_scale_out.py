@@ -263,7 +263,7 @@ def test_a_dead_workers_trial_is_resumed_from_its_last_epoch_by_another_worker(c
     (cluster.cwd / "resumable").mkdir()
     space = write_space(cluster.cwd / "resumable", {"learning_rate": {"type": "categorical", "choices": [0.001]},
                                                     "num_train_epochs": {"type": "categorical", "choices": [3]}})
-    command = ["search.study_name=preempted", f"search.space={space}", "search.n_trials=1", "trainer.num_train_epochs=3",
+    command = ["search.study_name=preempted", "registry.name=preempted", f"search.space={space}", "search.n_trials=1", "trainer.num_train_epochs=3",
                "dataset.max_train_samples=480", "search.heartbeat_interval=1", "search.grace_period=2"]
     victim = cluster.start("preempted", *command)
     saved = wait_for_saved_epoch(cluster.cwd / "mlruns" / "checkpoints" / "preempted" / "resume", victim)
