@@ -86,7 +86,7 @@ class TrackingConfig:
     experiment: str = key(help="the MLflow experiment", shown="the dataset's name")
     artifact_dir: str = key("mlruns/artifacts", "where new experiments on a local (sqlite) store keep artifacts")
     max_outage_s: int = key(1800, "seconds a worker trains on through a tracking server outage, keeping what it logs")
-    system_metrics: bool = key(True, "log CPU, memory, disk, network (and GPU) use to each study and train run every 10 s (MLflow's `system/*` metrics)")
+    system_metrics: bool = key(True, "log CPU and memory use at each epoch's end to the run that trains (a trial's, or the final model's), as MLflow's `system/*` metrics")
 
 
 @dataclass

@@ -68,7 +68,7 @@ class ReplicaTracker(Tracker):
     """The tracker of a rank other than 0: creates, logs and ends nothing."""
 
     def __init__(self) -> None:  # no client: this process never talks to MLflow
-        self.uri, self.client, self.experiment_id = None, None, None
+        self.uri, self.client, self.experiment_id, self.system_metrics = None, None, None, False
         self.outbox = Outbox("no tracking (a torchrun replica)", 0)  # what rank 0 alone sends
 
     def study_run(self, study_name: str) -> str:

@@ -11,9 +11,9 @@ from typing import Any
 
 import mlflow
 import optuna
+import psutil
 import requests
 from mlflow.entities import DatasetInput, Metric, Param, RunStatus
-from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from optuna.trial import TrialState
@@ -120,13 +120,9 @@ class Tracker:
 
     @contextlib.contextmanager
     def running(self, run_id: str) -> Iterator[str]:
-        """Mark `run_id` RUNNING for the block, with system metrics; FINISHED, KILLED (interrupt) or FAILED after it."""
+        """Mark `run_id` RUNNING for the block; FINISHED, KILLED (interrupt) or FAILED after it."""
         self.client.update_run(run_id, status="RUNNING")
         status = "FAILED"
-        # Steps go on from the run's last: the same command again continues the parent run's curves.
-        monitor = SystemMetricsMonitor(run_id, resume_logging=True, tracking_uri=self.uri) if self.system_metrics else None
-        if monitor:
-            monitor.start()
         try:
             yield run_id
             status = "FINISHED"
@@ -134,8 +130,6 @@ class Tracker:
             status = "KILLED"
             raise
         finally:
-            if monitor:
-                monitor.finish()
             self.client.set_terminated(run_id, status)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
@@ -247,6 +241,16 @@ def bound_server_calls() -> None:
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
+def system_metrics() -> dict[str, float]:
+    """The machine at an epoch's end, under MLflow's system-metric names (the UI groups them as System)."""
+    memory = psutil.virtual_memory()
+    return {
+        "system/cpu_utilization_percentage": psutil.cpu_percent(interval=None),  # since the previous call
+        "system/system_memory_usage_megabytes": (memory.total - memory.available) / 2**20,
+        "system/process_memory_rss_megabytes": psutil.Process().memory_info().rss / 2**20,
+    }
+
+
 class EpochMetrics(TrainerCallback):
     """Log eval metrics once per epoch (step = epoch) and the training loss, to one MLflow run, through
     the tracker's outbox: training never waits on the tracking server."""
@@ -260,6 +264,8 @@ class EpochMetrics(TrainerCallback):
             return
         epoch = round(state.epoch or 0)
         logged = {self.prefix + k: v for k, v in (metrics or {}).items() if k in (OBJECTIVE, "eval_loss", "eval_f1_macro")}
+        if self.tracker.system_metrics:
+            logged |= system_metrics()
         self._send_metrics(logged, epoch)
 
     @deferring
