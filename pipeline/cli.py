@@ -16,8 +16,8 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-columns", default="text", help="the file's text columns, joined with a space (default: text)")
     parser.add_argument("--batch-size", type=int, default=classifier.BATCH_SIZE, help="texts per batch (default: %(default)s)")
     parser.add_argument("--quantize", action="store_true", help=(
-        "int8 dynamic quantization of the Linear layers, on the CPU: faster, with a small accuracy cost "
-        "(measured in docs/performance.md; check it on your data with pipeline.evaluate --quantize)"))
+        "int8 dynamic quantization of the Linear layers, on the CPU; on a CPU with bf16 it measured no faster "
+        "and about a point less accurate (docs/performance.md): check it on your data with pipeline.evaluate --quantize"))
     parser.add_argument(
         "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
         help="MLflow tracking/registry URI for models:/ URIs (default: %(default)s)",

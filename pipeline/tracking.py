@@ -5,7 +5,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,24 +133,12 @@ class Tracker:
             self.client.set_terminated(run_id, status)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
-        """Set a tag, also when another worker sets the same one on a shared run at the same moment:
-        MLflow's store reads then inserts, so the loser gets a duplicate-key error."""
-        try:
-            self.client.set_tag(run_id, key, value)
-        except mlflow.exceptions.MlflowException as err:
-            if not duplicate_key(err):
-                raise
-            self.client.set_tag(run_id, key, value)  # the row exists now, so MLflow updates it
+        """Set a tag, also when another worker sets the same one on a shared run at the same moment."""
+        again_on_duplicate(lambda: self.client.set_tag(run_id, key, value))
 
     def log_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
-        """Link datasets to a run, also when another worker logs the same dataset at the same moment: MLflow's
-        store looks for the (experiment, name, digest) row, then inserts it, so the loser gets a duplicate key."""
-        try:
-            self.client.log_inputs(run_id, datasets=inputs)
-        except mlflow.exceptions.MlflowException as err:
-            if not duplicate_key(err):
-                raise
-            self.client.log_inputs(run_id, datasets=inputs)  # the row exists now, so MLflow links it
+        """Link datasets to a run, also when another worker logs the same dataset at the same moment."""
+        again_on_duplicate(lambda: self.client.log_inputs(run_id, datasets=inputs))
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0, timestamp: int | None = None) -> None:
         """One batch; with the `timestamp` the values were made at, a write retried after a lost answer (a
@@ -209,6 +197,18 @@ class Tracker:
         if error:
             self.set_tag(run_id, ERROR_TAG, error)
         self.client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+def again_on_duplicate(write: Callable[[], object]) -> None:
+    """`write`, once more if it lost a race: MLflow's store reads, then inserts (a tag, a dataset row), so
+    a worker writing the same row at the same moment gets a duplicate key; the row exists then, and the
+    second call updates or links it."""
+    try:
+        write()
+    except mlflow.exceptions.MlflowException as err:
+        if not duplicate_key(err):
+            raise
+        write()
 
 
 def duplicate_key(err: Exception) -> bool:
