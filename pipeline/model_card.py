@@ -24,7 +24,7 @@ def card(prep: Prepared, params: dict, validation: float | None, metrics: dict[s
         "",
         "## Model",
         f"- base model `{cfg.model.name}` (`{described['model_source']}`)",
-        "- hyperparameters: " + (", ".join(f"{k}={v}" for k, v in params.items()) or "conf/trainer's values"),
+        "- hyperparameters: " + (", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "conf/trainer's values"),
         "",
         "## Scores",
         (f"- validation accuracy {validation:.4f}; " if validation is not None else "- ")
@@ -47,3 +47,8 @@ def card(prep: Prepared, params: dict, validation: float | None, metrics: dict[s
         f"- knows only the labels above, and texts like its training data; longer texts are cut at {cfg.dataset.max_length} tokens",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _short(value) -> str:
+    """A searched float as a person writes it (5.94e-05, not 5.944851968698904e-05)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,7 +1,7 @@
 """The MLflow UI as a person sees it: `mlflow server` on a free loopback port, driven in headless Chromium.
 
 Also a script that refreshes the README's screenshots from a store made by a real search:
-    python -m tests.mlflow_ui DIR_WITH_MLRUNS docs/
+    python -m tests.mlflow_ui DIR_WITH_MLRUNS docs/ STUDY_NAME
 """
 from __future__ import annotations
 
@@ -127,6 +127,14 @@ def comparison_chart(page, run_names: list[str], metric: str) -> dict[str, list[
     }
 
 
+def open_model_version(page, url: str, name: str, version: str) -> str:
+    """The registered version's page; returns the text it shows (its description is the model card)."""
+    page.goto(f"{url}/#/models/{urllib.parse.quote(name)}/versions/{version}")
+    page.get_by_role("heading", name="Training data").first.wait_for()  # the card's markdown has rendered
+    _close_assistant(page)
+    return page.locator("body").inner_text()
+
+
 def _close_assistant(page) -> None:
     """The assistant side panel (open by default) takes half the screen."""
     close = page.get_by_role("button", name="Close")
@@ -135,7 +143,8 @@ def _close_assistant(page) -> None:
 
 
 def screenshots(cwd: Path, out: Path, study: str, metric: str = "eval_accuracy") -> list[Path]:
-    """Runs table and comparison chart of the two best trials of `study`, as PNGs in `out`."""
+    """Runs table, comparison chart of the two best trials of `study` and the champion's version page, as
+    PNGs in `out`."""
 
     client = mlflow_client(cwd)
     trials = client.search_runs(
@@ -152,7 +161,19 @@ def screenshots(cwd: Path, out: Path, study: str, metric: str = "eval_accuracy")
         open_comparison(page, url, experiment_id, [r.info.run_id for r in trials[:2]], metric)
         comparison_chart(page, [r.info.run_name for r in trials[:2]], metric)
         page.screenshot(path=out / "mlflow-compare.png")
-    return [out / "mlflow-runs.png", out / "mlflow-compare.png"]
+        champion = client.get_model_version_by_alias(_registered_name(client, study), "champion")
+        open_model_version(page, url, champion.name, champion.version)
+        page.screenshot(path=out / "mlflow-model-version.png", full_page=True)
+    return [out / "mlflow-runs.png", out / "mlflow-compare.png", out / "mlflow-model-version.png"]
+
+
+def _registered_name(client, study: str) -> str:
+    """The registered model the study's parent run points at (its `pipeline.model_uri` tag)."""
+    parent = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()],
+        f"tags.`pipeline.role` = 'study' AND tags.`pipeline.study` = '{study}'",
+    )[0]
+    return parent.data.tags["pipeline.model_uri"].removeprefix("models:/").split("/")[0]
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 from pipeline import hub
 from devtools.commands import TINY, pipeline_env
@@ -45,16 +44,16 @@ def test_a_users_setting_and_a_proxy_are_left_alone(monkeypatch):
 
 
 def test_real_process_fails_at_once_when_the_hub_is_unreachable(tmp_path):
-    """Before, huggingface_hub retried each file five times (about 25 s a file) before the one-line error."""
+    """Before, huggingface_hub retried each file five times (about 25 s a file) before the one-line error.
+
+    verbose=true keeps huggingface_hub's warnings, so each retry would print a 'Retrying in' line."""
     env = pipeline_env(HF_ENDPOINT=closed_port_url())
     del env["HF_HUB_OFFLINE"]  # the user's case: nothing says offline
-    start = time.monotonic()
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", *TINY, "model=bert_base"],
+        [sys.executable, "-m", "pipeline", *TINY, "model=bert_base", "verbose=true"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
-    took = time.monotonic() - start
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]
     assert "Hub is unreachable" in errors[0] and "model=minilm" in errors[0]
-    assert "Retrying" not in result.stderr and took < 25, f"{took:.1f}s"
+    assert "Retrying" not in result.stderr and "thrown while requesting" not in result.stderr

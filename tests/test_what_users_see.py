@@ -17,7 +17,7 @@ from mlflow.tracking import MlflowClient
 from pipeline import progress, report
 from pipeline.tracking import ROLE_TAG
 from tests import mlflow_ui
-from devtools.commands import TINY, run_pipeline
+from devtools.commands import CLASSES, TINY, run_pipeline
 from devtools.services import free_port
 from tests.conftest import default_study, mlflow_client
 
@@ -70,6 +70,8 @@ def test_mlflow_ui_lists_the_runs_and_compares_trials_per_epoch(searched):
             assert row["per_device_train_batch_size"] == run.data.params["per_device_train_batch_size"]
             assert row["num_train_epochs"] == run.data.params["num_train_epochs"]
             assert float(row["eval_accuracy"]) == pytest.approx(run.data.metrics["eval_accuracy"], abs=1e-3)
+            assert "ag_news" in row["Dataset"]  # the trial's train and validation inputs
+        assert "ag_news" in rows[parent.info.run_id]["Dataset"]
 
         pair = trials[:2]
         mlflow_ui.open_comparison(page, url, parent.info.experiment_id, [r.info.run_id for r in pair], "eval_accuracy")
@@ -79,6 +81,9 @@ def test_mlflow_ui_lists_the_runs_and_compares_trials_per_epoch(searched):
         # x axis: epochs; every trial trained 2 or 3, so each run's curve is a line through several points
         assert {"1", "2"} <= set(chart["xticks"])
         assert sum("L" in d for d in chart["lines"]) >= 2
+        shown = mlflow_ui.open_model_version(page, url, "ag_news", "1")  # the model card as its description
+        for part in ("ag_news: text classification", "Training data", "Scores", "Made by", "Limits", *CLASSES):
+            assert part in shown
     assert (shots / "compare.png").stat().st_size > 10_000
 
 
