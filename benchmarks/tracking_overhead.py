@@ -32,7 +32,7 @@ def one_search(cfg, prep: harness.Prepared, tracker: Tracker | None, logging_ste
         trainer = train.build_trainer(args, prep.model_init, prep.tokenized, prep.tokenizer)
         if tracker:
             parent = tracker.study_run(f"s-{time.time_ns()}")
-            trainer.add_callback(TrialRuns(tracker, parent, study, trainer, {"model": cfg.model.name}))
+            trainer.add_callback(TrialRuns(tracker, parent, trainer, {"model": cfg.model.name}))
         trainer.hyperparameter_search(
             hp_space=hp_space(space), compute_objective=train.objective, n_trials=1,
             direction=DIRECTION, backend="optuna", study_name="s", storage=storage, load_if_exists=True,

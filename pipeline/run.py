@@ -92,7 +92,7 @@ def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> N
     resumer = resume.ResumableTrials(trainer, cfg.search.finish_epoch_on_term)
     fixed = {"model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed}
     inputs = provenance.dataset_inputs(cfg, prep.split_digests, ("train", "validation"))  # never test, in a trial
-    trainer.add_callback(TrialRuns(prep.tracker, parent, trials, trainer, fixed, inputs))
+    trainer.add_callback(TrialRuns(prep.tracker, parent, trainer, fixed, inputs))
     trainer.add_callback(checkpoints.KeepBestTrial(trainer, trials, cfg.search.checkpoint_dir))
     trainer.add_callback(progress.TrialProgress(trainer, cfg.search.n_trials, cfg.search.timeout))
     progress.use_bars_only(trainer)

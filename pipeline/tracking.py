@@ -285,10 +285,9 @@ class TrialRuns(EpochMetrics):
     state Optuna recorded, when the next trial starts or the search ends (Tracker.close_trial_runs).
     Its writes go through the outbox; while the tracking server is away, the run is created when it is back."""
 
-    def __init__(self, tracker: Tracker, parent_id: str, study: optuna.Study, trainer, fixed: dict[str, Any],
-                 inputs: list[DatasetInput] = ()):
+    def __init__(self, tracker: Tracker, parent_id: str, trainer, fixed: dict[str, Any], inputs: list[DatasetInput] = ()):
         super().__init__(tracker, None)
-        self.parent_id, self.study, self.trainer, self.fixed = parent_id, study, trainer, fixed
+        self.parent_id, self.trainer, self.fixed = parent_id, trainer, fixed
         self.inputs = list(inputs)  # what each trial trains and is judged on: the runs table's Dataset column
 
     @deferring
@@ -297,13 +296,13 @@ class TrialRuns(EpochMetrics):
         if not isinstance(trial, optuna.Trial):
             return
         trial.set_user_attr(WORKER, worker_name())
-        run, tracker, params = RunRef(), self.tracker, {**self.fixed, **trial.params}
-        tags = {TRIAL_TAG: str(trial.number), STATE_TAG: "running", STUDY_TAG: self.study.study_name, WORKER: worker_name()}
+        run, tracker, params, study = RunRef(), self.tracker, {**self.fixed, **trial.params}, trial.study
+        tags = {TRIAL_TAG: str(trial.number), STATE_TAG: "running", STUDY_TAG: study.study_name, WORKER: worker_name()}
 
         def create() -> None:
             run.id = tracker.new_run(f"trial-{trial.number}", "trial", self.parent_id, **tags)
 
-        tracker.outbox.send(lambda: tracker.close_trial_runs(self.parent_id, self.study))
+        tracker.outbox.send(lambda: tracker.close_trial_runs(self.parent_id, study))
         tracker.outbox.send(create)
         tracker.outbox.send(lambda: _link(trial, run.id))
         tracker.outbox.send(lambda: tracker.client.log_batch(run.id, params=[Param(k, str(v)) for k, v in params.items()]))
