@@ -13,7 +13,7 @@ both sides train comparable trials. Pipeline: the default command, `python -m pi
 dataset.data_dir=...`, with the same rows, space and `search.n_trials`,
 timed whole. Both read the pipeline's own splits of ../shared's AG News
 (`dataset.max_train_samples`, `dataset.max_eval_samples`), fp32 against `trainer.bf16=auto`.
-`--quick`: 128 training rows, 64 validation and test rows, 2 trials of one epoch at batch 8, one seed.
+`--quick`: 128 training rows, 256 validation and test rows, 2 trials of one epoch at batch 8, one seed.
 """
 from __future__ import annotations
 
@@ -152,7 +152,7 @@ def main() -> None:
     parser.add_argument("--eval-rows", type=int, default=200, help="validation rows, and test rows")
     parser.add_argument("--trials", type=int, default=3)
     parser.add_argument("--seeds", help="comma-separated; each side runs once per seed (default 42,7; --quick: 42)")
-    parser.add_argument("--quick", action="store_true", help="128 / 64 rows, 2 one-epoch trials")
+    parser.add_argument("--quick", action="store_true", help="128 training rows, 256 validation and test rows, 2 one-epoch trials")
     parser.add_argument("--side", choices=["baseline", "pipeline"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--space", type=Path, default=SPACE, help=argparse.SUPPRESS)
@@ -166,7 +166,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         space = args.space
         if args.quick:
-            rows, args.trials = (128, 64), 2
+            rows, args.trials = (128, 256), 2
             space = Path(tmp) / "quick.yaml"
             space.write_text(QUICK_SPACE)
         results = []
