@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 import harness
+from devtools.commands import study_storage, tracking_uri
 
 SPACE = harness.ROOT / "sweeps" / "batch_epochs.yaml"
 # One epoch at batch 8 and a higher learning rate: few rows, yet a model well above chance.
@@ -112,7 +113,7 @@ def pipeline(work: Path, space: Path, rows: tuple[int, int], trials: int, seed: 
     ended = time.time()
     if done.returncode != 0:
         sys.exit(f"the pipeline failed:\n{done.stderr[-3000:]}")
-    study = optuna.load_study(study_name="e2e", storage=f"sqlite:///{work}/mlruns/optuna.db")
+    study = optuna.load_study(study_name="e2e", storage=study_storage(work))
     first = min(t.datetime_start for t in study.trials).timestamp()
     last = max(t.datetime_complete for t in study.trials).timestamp()
     return {
@@ -126,7 +127,7 @@ def pipeline(work: Path, space: Path, rows: tuple[int, int], trials: int, seed: 
 def _pipeline_test_accuracy(work: Path) -> float:
     from mlflow import MlflowClient
 
-    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+    client = MlflowClient(tracking_uri(work))
     version = client.get_model_version_by_alias("e2e", "champion")
     return client.get_run(version.run_id).data.metrics["test_accuracy"]
 
