@@ -18,6 +18,7 @@ timed whole. Both read the pipeline's own splits of ../shared's AG News
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import statistics
 import subprocess
@@ -38,6 +39,7 @@ learning_rate: {type: float, low: 1.0e-4, high: 3.0e-4, log: true}
 """
 
 
+# The pipeline's first trial is conf/trainer's values: in the quick space, these.
 QUICK_START = ["trainer.num_train_epochs=1", "trainer.per_device_train_batch_size=8", "trainer.learning_rate=1.5e-4"]
 
 
@@ -98,7 +100,7 @@ def baseline(work: Path, space: Path, rows: tuple[int, int], trials: int, seed: 
     return {"phases": phases, "test_accuracy": test["test_accuracy"], "trials": trials}
 
 
-def pipeline(work: Path, space: Path, rows: tuple[int, int], trials: int, seed: int) -> dict:
+def pipeline(work: Path, space: Path, rows: tuple[int, int], trials: int, seed: int, overrides: list[str]) -> dict:
     """The pipeline's default command, in a subprocess; phases from its study's trial times."""
     import optuna
 
@@ -106,7 +108,7 @@ def pipeline(work: Path, space: Path, rows: tuple[int, int], trials: int, seed: 
         sys.executable, "-m", "pipeline", "model=minilm", f"dataset.data_dir={harness.AG_NEWS_DIR}",
         f"dataset.max_train_samples={rows[0]}", f"dataset.max_eval_samples={rows[1]}", f"search.space={space}",
         f"search.n_trials={trials}", f"seed={seed}", "search.study_name=e2e", "registry.name=e2e",
-        *(QUICK_START if space.name == "quick.yaml" else []),  # the first trial is the trainer's values: in the space
+        *overrides,
     ]
     started = time.time()
     done = subprocess.run(command, cwd=work, env=harness.env(), capture_output=True, text=True)
@@ -132,12 +134,14 @@ def _pipeline_test_accuracy(work: Path) -> float:
     return client.get_run(version.run_id).data.metrics["test_accuracy"]
 
 
-def timed_side(side: str, work: Path, space: Path, rows: tuple[int, int], trials: int, seed: int) -> dict:
+def timed_side(side: str, work: Path, space: Path, rows: tuple[int, int], trials: int, seed: int,
+               overrides: list[str]) -> dict:
     """One side in a fresh process, timed whole (the pipeline's: its command, timed inside): imports and
     start-up count on both sides."""
     work.mkdir(parents=True)
     command = [sys.executable, __file__, "--side", side, "--work", str(work), "--space", str(space),
-               "--train-rows", str(rows[0]), "--eval-rows", str(rows[1]), "--trials", str(trials), "--seeds", str(seed)]
+               "--train-rows", str(rows[0]), "--eval-rows", str(rows[1]), "--trials", str(trials), "--seeds", str(seed),
+               "--overrides", *overrides]
     started = time.perf_counter()
     done = subprocess.run(command, env=harness.env(), capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -156,13 +160,16 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="128 training rows, 256 validation and test rows, 2 one-epoch trials")
     parser.add_argument("--side", choices=["baseline", "pipeline"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--space", type=Path, default=SPACE, help=argparse.SUPPRESS)
+    parser.add_argument("--space", type=Path, default=SPACE, help="the search space of both sides (default: "
+                        "sweeps/batch_epochs.yaml; --quick: one epoch at batch 8)")
+    parser.add_argument("--overrides", nargs="*", default=[], help="more of the pipeline command's overrides; its first "
+                        "trial is its trainer.* values, which must lie in --space (--quick: %s)" % " ".join(QUICK_START))
     args = parser.parse_args()
     seeds = [int(s) for s in (args.seeds or ("42" if args.quick else "42,7")).split(",")]
     rows = (args.train_rows, args.eval_rows)
     if args.side:  # one side, in the process timed_side started
-        run = baseline if args.side == "baseline" else pipeline
-        print(json.dumps(run(args.work, args.space, rows, args.trials, seeds[0])))
+        sides = {"baseline": baseline, "pipeline": functools.partial(pipeline, overrides=args.overrides)}
+        print(json.dumps(sides[args.side](args.work, args.space, rows, args.trials, seeds[0])))
         return
     with tempfile.TemporaryDirectory() as tmp:
         space = args.space
@@ -170,10 +177,12 @@ def main() -> None:
             rows, args.trials = (128, 256), 2
             space = Path(tmp) / "quick.yaml"
             space.write_text(QUICK_SPACE)
+            args.overrides = [*QUICK_START, *args.overrides]
         results = []
         for seed in seeds:
             for side in ("pipeline", "baseline"):
-                results.append(timed_side(side, Path(tmp) / f"{side}-{seed}", space, rows, args.trials, seed))
+                results.append(timed_side(side, Path(tmp) / f"{side}-{seed}", space, rows, args.trials, seed,
+                                          args.overrides))
                 print(json.dumps(results[-1]), flush=True)
     report(results, rows, args.trials, args.quick)
 

@@ -2,7 +2,6 @@
 in length-sorted batches without gradients: every class's probability for each text."""
 from __future__ import annotations
 
-import contextlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ class Classifier:
     model: PreTrainedModel
     tokenizer: object
     labels: list[str]  # by class id
-    quantized: bool = False  # int8 Linear layers (CPU): activations stay fp32, no autocast
+    quantized: bool = False  # int8 Linear layers (CPU)
 
     def probabilities(self, texts: list[str], batch_size: int = BATCH_SIZE, progress: bool = False) -> np.ndarray:
         """Rows of class probabilities, in the order of `texts`. Texts are truncated as in training (the saved
@@ -33,8 +32,7 @@ class Classifier:
         result = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
         self.model.eval()
         starts = range(0, len(order), batch_size)
-        autocast = contextlib.nullcontext() if self.quantized else precision.inference_autocast(self.model.device)
-        with torch.inference_mode(), autocast:
+        with torch.inference_mode():
             for start in tqdm(starts, desc="classify", unit="batch", disable=not progress):
                 rows = order[start:start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
@@ -58,7 +56,8 @@ def load(uri: str, tracking_uri: str, quantize: bool = False) -> Classifier:
     else:
         raise PipelineError(f"{uri}: neither a model directory nor a models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return Classifier(quantized(model) if quantize else model, tokenizer, labels, quantize)
+    model = quantized(model) if quantize else model.to(precision.inference_dtype(model.device))
+    return Classifier(model, tokenizer, labels, quantize)
 
 
 def quantized(model: PreTrainedModel) -> PreTrainedModel:
