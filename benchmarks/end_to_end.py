@@ -18,7 +18,6 @@ timed whole. Both read the pipeline's own splits of ../shared's AG News
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import statistics
 import subprocess
@@ -168,8 +167,9 @@ def main() -> None:
     seeds = [int(s) for s in (args.seeds or ("42" if args.quick else "42,7")).split(",")]
     rows = (args.train_rows, args.eval_rows)
     if args.side:  # one side, in the process timed_side started
-        sides = {"baseline": baseline, "pipeline": functools.partial(pipeline, overrides=args.overrides)}
-        print(json.dumps(sides[args.side](args.work, args.space, rows, args.trials, seeds[0])))
+        side_args = (args.work, args.space, rows, args.trials, seeds[0])
+        found = baseline(*side_args) if args.side == "baseline" else pipeline(*side_args, args.overrides)
+        print(json.dumps(found))
         return
     with tempfile.TemporaryDirectory() as tmp:
         space = args.space
