@@ -43,3 +43,19 @@ def deferring(method: Callable) -> Callable:
             return method(*args, **kwargs)
 
     return wrapper
+
+
+# MlflowClient's writing methods, by name: create_run, set_tag, log_batch, update_run, delete_run, register_...
+WRITE_PREFIXES = ("create_", "set_", "log_", "update_", "delete_", "register_", "rename_", "copy_", "transition_")
+
+
+class HeldDuringWrites:
+    """`target` (an MlflowClient) whose writing methods run with interrupts held; reads are not held, so
+    Ctrl-C still stops a slow search of runs at once."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._target, name)
+        return deferring(found) if callable(found) and name.startswith(WRITE_PREFIXES) else found

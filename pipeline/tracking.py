@@ -22,7 +22,7 @@ from transformers import TrainerCallback
 from pipeline import resume
 from pipeline.errors import PipelineError
 from pipeline.file_lock import sqlite_creation_lock
-from pipeline.interrupts import deferring
+from pipeline.interrupts import HeldDuringWrites, deferring
 from pipeline.outbox import Outbox, RunRef
 from pipeline.schema import TrackingConfig
 from pipeline.study import worker_name
@@ -68,7 +68,9 @@ class Tracker:
         mlflow.set_tracking_uri(cfg.uri)
         mlflow.set_registry_uri(cfg.uri)
         with sqlite_creation_lock(cfg.uri):  # the client creates a new database's tables
-            self.client = MlflowClient(cfg.uri, cfg.uri)
+            # Every write with interrupts held: Ctrl-C inside a SQLite write left the database locked for the
+            # cleanup that marks the run KILLED (pipeline/interrupts.py).
+            self.client = HeldDuringWrites(MlflowClient(cfg.uri, cfg.uri))
             self.experiment_id = self._experiment(cfg)
 
     def _experiment(self, cfg: TrackingConfig) -> str:

@@ -254,3 +254,28 @@ def test_deferred_interrupts_finish_the_registry_block_then_raise():
             done.append("registered, tagged and promoted")
     assert done == ["registered, tagged and promoted"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_tracking_writes_finish_before_an_interrupt_and_reads_do_not():
+    """Ctrl-C inside a SQLite write left the tracking database locked for the cleanup that marks the run
+    KILLED (seen as exit 1 and a RUNNING parent run): the tracker's client holds interrupts while it writes."""
+    done = []
+
+    class Client:
+        def log_batch(self, run_id: str) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            done.append(f"logged to {run_id}")
+
+        def search_runs(self) -> None:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.1)
+            done.append("searched")
+
+    client = interrupts.HeldDuringWrites(Client())
+    with pytest.raises(KeyboardInterrupt):
+        client.log_batch("run")
+    with pytest.raises(KeyboardInterrupt):
+        client.search_runs()
+    assert done == ["logged to run"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
