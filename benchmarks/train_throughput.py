@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 
 import harness
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
 
 from pipeline import data, model, train
 
@@ -62,7 +62,7 @@ def measure(variant: Variant, cfg, prep: harness.Prepared, steps: int) -> dict:
         max_steps=steps, train_sampling_strategy=variant.sampling, logging_steps=10_000, disable_tqdm=True,
         bf16=variant.bf16,
     )
-    trainer = Trainer(
+    trainer = train.PipelineTrainer(  # the pipeline's order of length-grouped batches
         model=net, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
         data_collator=DataCollatorWithPadding(tokenizer),
     )

@@ -21,7 +21,7 @@ from transformers import (
 
 from pipeline import fgm, precision
 from pipeline.errors import PipelineError
-from pipeline.trainer_internals import EpochReports, current_trial
+from pipeline.trainer_internals import EpochReports, ShuffledLengthGroups, current_trial
 
 # What the pipeline decides, whatever conf/trainer says: per-epoch evaluation (the search objective and
 # MLflow's per-epoch curves), no per-trial checkpoints (only the best trial's weights are kept, by
@@ -92,8 +92,9 @@ def objective(metrics: dict[str, float]) -> float:
     return metrics[OBJECTIVE]
 
 
-class PipelineTrainer(EpochReports):
-    """A Trainer that reports to Optuna once per epoch, records why a trial failed, and trains with FGM when asked."""
+class PipelineTrainer(EpochReports, ShuffledLengthGroups):
+    """A Trainer that reports to Optuna once per epoch, shuffles length-grouped batches, records why a trial
+    failed, and trains with FGM when asked."""
 
     @property
     def trial(self) -> optuna.Trial | None:

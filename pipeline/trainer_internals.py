@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import optuna
 from transformers import Trainer, TrainerState
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
+from pipeline.batch_order import ShuffledLengthBatches
 from pipeline.interrupts import deferring
 
 
@@ -43,3 +45,12 @@ class EpochReports(Trainer):
             trial.report(self.objective, epoch)
             return
         super()._report_to_hp_search(trial, epoch, metrics)
+
+
+class ShuffledLengthGroups(Trainer):
+    """`group_by_length` trains on length-grouped batches in shuffled order (pipeline/batch_order.py), through
+    the Trainer's private sampler hook."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        return ShuffledLengthBatches(sampler) if isinstance(sampler, LengthGroupedSampler) else sampler

@@ -28,3 +28,10 @@ def test_a_study_still_keeps_its_storage_where_the_pipeline_reads_it(tmp_path):
     storage = trainer_internals.storage_of(study)
     assert isinstance(storage, optuna.storages.BaseStorage)
     assert [s.study_name for s in storage.get_all_studies()] == ["s"]
+
+
+def test_the_trainer_still_builds_its_train_sampler_in_the_hook_the_pipeline_overrides():
+    assert list(inspect.signature(Trainer._get_train_sampler).parameters) == ["self", "train_dataset"]
+    assert "sampler_fn=self._get_train_sampler" in inspect.getsource(Trainer.get_train_dataloader)
+    assert "LengthGroupedSampler(" in inspect.getsource(Trainer._get_train_sampler)  # what the override wraps
+    assert PipelineTrainer._get_train_sampler is trainer_internals.ShuffledLengthGroups._get_train_sampler
