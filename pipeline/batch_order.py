@@ -25,15 +25,24 @@ class ShuffledLengthBatches(Sampler[int]):
     def __len__(self) -> int:
         return len(self.grouped)
 
+    @property
+    def generator(self) -> torch.Generator | None:
+        """The grouping's generator: under DDP, accelerate sets it and keeps it the same on every rank."""
+        return self.grouped.generator
+
+    @generator.setter
+    def generator(self, value: torch.Generator | None) -> None:
+        self.grouped.generator = value
+
     def __iter__(self) -> Iterator[int]:
         indices = list(self.grouped)
         size = self.grouped.batch_size
         batches = [indices[start:start + size] for start in range(0, len(indices), size)]
         short_last = len(batches[-1]) < size
         movable = max(len(batches) - 1 - short_last, 0)  # every full batch after the first
-        # The grouping's generator: None means torch's global one, which the Trainer seeds and checkpoints,
-        # so a resumed trial draws the same order.
-        shuffled = (torch.randperm(movable, generator=self.grouped.generator) + 1).tolist()
+        # None means torch's global generator, which the Trainer seeds and checkpoints: a resumed trial
+        # draws the same order.
+        shuffled = (torch.randperm(movable, generator=self.generator) + 1).tolist()
         order = [0, *shuffled, *range(movable + 1, len(batches))]
         for batch in order:
             yield from batches[batch]

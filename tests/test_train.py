@@ -1,12 +1,14 @@
-"""Training arguments and the Trainer's adversarial (FGM) step, on the tiny model."""
+"""Training arguments, the order of length-grouped batches and the Trainer's adversarial (FGM) step, on the tiny model."""
 from __future__ import annotations
 
 import pytest
 import torch
 import transformers
 from datasets import Dataset, DatasetDict
+from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from pipeline import data, fgm, model, train
+from pipeline.batch_order import ShuffledLengthBatches
 from pipeline.errors import PipelineError
 from pipeline.space import parse_param
 from devtools.commands import TINY
@@ -97,3 +99,13 @@ def test_length_grouped_batches_come_in_shuffled_order_not_longest_first_per_meg
     # transformers' own order sorts each megabatch (25 batches here) longest first: 96 of 100 steps go down.
     steps_down = sum(b < a for a, b in zip(grouped, grouped[1:]))
     assert 30 < steps_down < 70
+
+
+def test_length_grouped_order_follows_the_generator_accelerate_sets_on_every_ddp_rank():
+    lengths = torch.randint(3, 120, (200,), generator=torch.Generator().manual_seed(0)).tolist()
+    ranks = [ShuffledLengthBatches(LengthGroupedSampler(8, lengths=lengths)) for _ in range(2)]
+    for rank in ranks:  # what accelerate's prepare_data_loader does with a sampler's `generator`
+        rank.generator = torch.Generator().manual_seed(3)
+    assert list(ranks[0]) == list(ranks[1])
+    ranks[1].generator.manual_seed(4)
+    assert list(ranks[0]) != list(ranks[1])
