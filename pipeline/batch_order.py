@@ -3,8 +3,8 @@ similar length (little padding), in shuffled order.
 
 transformers' LengthGroupedSampler cuts the shuffled rows into megabatches of up to 50 batches and sorts each
 longest first, so training walks the lengths in a sawtooth, long to short, again and again. On small data that
-order cost 10 points of validation accuracy (128 rows, 9 seeds; docs/performance.md); the same batches in
-shuffled order train as well as random ones and keep the padding saved."""
+order cost 10 points of validation accuracy (128 rows, 9 seeds); the same batches in shuffled order keep the
+padding saved and score within the noise of random batches (docs/performance.md)."""
 from __future__ import annotations
 
 from collections.abc import Iterator

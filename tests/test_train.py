@@ -92,10 +92,10 @@ def padded_lengths(tiny, tmp_path, strategy: str, lengths: list[int]) -> list[in
 def test_length_grouped_batches_come_in_shuffled_order_not_longest_first_per_megabatch(tiny, tmp_path):
     lengths = torch.randint(3, 120, (803,), generator=torch.Generator().manual_seed(0)).tolist()
     grouped = padded_lengths(tiny, tmp_path, "group_by_length", lengths)
-    shuffled = padded_lengths(tiny, tmp_path, "random", lengths)
-    assert len(grouped) == len(shuffled) == 101  # every row once, the short batch of 3 at the end
+    mixed = padded_lengths(tiny, tmp_path, "random", lengths)
+    assert len(grouped) == len(mixed) == 101  # every row once, the short batch of 3 at the end
     assert grouped[0] == max(lengths)  # an out-of-memory error would show at the first step
-    assert sum(grouped) < 0.7 * sum(shuffled)  # the padding saved is kept
+    assert sum(grouped) < 0.7 * sum(mixed)  # the padding saved is kept
     # transformers' own order sorts each megabatch (25 batches here) longest first: 96 of 100 steps go down.
     steps_down = sum(b < a for a, b in zip(grouped, grouped[1:]))
     assert 30 < steps_down < 70
