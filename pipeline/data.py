@@ -18,6 +18,7 @@ from datasets import ClassLabel, Dataset, DatasetDict
 from datasets.fingerprint import Hasher
 
 from pipeline.errors import PipelineError
+from pipeline.files import check_csv_fields
 from pipeline.schema import DatasetConfig
 
 AG_NEWS_COLUMNS = ["label", "title", "description"]
@@ -208,6 +209,9 @@ def _load_local(files: dict[str, str]) -> DatasetDict:
         raise PipelineError(
             f"dataset.train_file/test_file: use one format of {', '.join(_FILE_FORMATS)} for all files"
         )
+    if fmt == "csv":
+        for split, path in files.items():
+            check_csv_fields(Path(path), f"dataset.{split}_file={path}")
     # One file at a time, so that an error names the file at fault.
     return DatasetDict({split: _load_files(fmt, {split: path})[split] for split, path in files.items()})
 

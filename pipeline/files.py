@@ -2,6 +2,7 @@
 on stdin; texts joined from their columns as training joins them."""
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
@@ -33,6 +34,8 @@ def _read_file(path: Path, option: str) -> pd.DataFrame:
         raise PipelineError(f"{option}={path}: unknown format {path.suffix!r}; use {', '.join(READERS)}, or - for stdin")
     if not path.is_file():
         raise PipelineError(f"{option}={path}: no such file")
+    if path.suffix.lower() == ".csv":
+        check_csv_fields(path, f"{option}={path}")
     try:
         return reader(path)
     except pd.errors.EmptyDataError:
@@ -41,6 +44,23 @@ def _read_file(path: Path, option: str) -> pd.DataFrame:
         raise PipelineError(f"{option}={path}: not UTF-8 ({err.reason}); re-save it as UTF-8") from None
     except Exception as err:  # pandas / pyarrow parse errors
         raise PipelineError(f"{option}={path}: could not be read as {path.suffix[1:]}: {str(err).splitlines()[0]}") from None
+
+
+def check_csv_fields(path: Path, where: str) -> None:
+    """One line naming the first row with more fields than the header: pandas would take the extra leading
+    field as the row's index and shift every value left, so the text read would be the wrong one."""
+    csv.field_size_limit(sys.maxsize)  # long texts are fine; the default stops at 128 KiB
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, [])
+            for row in reader:
+                if len(row) > len(header):
+                    raise PipelineError(
+                        f"{where}: line {reader.line_num} has {len(row)} fields, the header {len(header)} "
+                        f"({', '.join(header)}); quote texts that hold commas (\"hello, world\"), or name every column in the header")
+    except (UnicodeDecodeError, csv.Error):
+        return  # the file's reader reports these in its own words
 
 
 def texts_of(rows: pd.DataFrame, columns: list[str], where: str) -> list[str]:

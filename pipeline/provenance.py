@@ -11,7 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from mlflow.entities import Dataset, DatasetInput, InputTag, Param
+from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
 
@@ -30,10 +30,7 @@ def record(tracker: Tracker, run_id: str, cfg: DictConfig, split_digests: dict[s
     if tracker.client is None:  # a torchrun replica: rank 0 records
         return
     log_invocation(tracker, run_id, cfg)
-    existing = tracker.client.get_run(run_id).data.params
-    new = {k: redact(v) for k, v in run_params(cfg).items() if k not in existing}
-    if new:
-        tracker.client.log_batch(run_id, params=[Param(k, v) for k, v in new.items()])
+    tracker.log_new_params(run_id, {k: redact(v) for k, v in run_params(cfg).items()})
     tracker.log_inputs(run_id, dataset_inputs(cfg, split_digests))
 
 

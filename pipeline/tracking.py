@@ -142,6 +142,24 @@ class Tracker:
         """Link datasets to a run, also when another worker logs the same dataset at the same moment."""
         again_on_duplicate(lambda: self.client.log_inputs(run_id, datasets=inputs))
 
+    def log_new_params(self, run_id: str, params: dict[str, str]) -> None:
+        """Log the params `run_id` does not have yet: MLflow params never change, so the first writer's
+        values stay, also when another worker logs the same keys on a shared run at the same moment."""
+
+        def write() -> None:
+            existing = self.client.get_run(run_id).data.params
+            new = [Param(k, v) for k, v in params.items() if k not in existing]
+            if new:
+                self.client.log_batch(run_id, params=new)
+
+        try:
+            write()
+        except mlflow.exceptions.MlflowException as err:
+            # Lost the race: the store's duplicate key, or its refusal of a value the winner wrote first.
+            if not (duplicate_key(err) or "Changing param values" in str(err)):
+                raise
+            write()
+
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0, timestamp: int | None = None) -> None:
         """One batch; with the `timestamp` the values were made at, a write retried after a lost answer (a
         server killed mid-request) is the same row again, which MLflow's store keeps once."""

@@ -113,6 +113,7 @@ def test_predict_quantized_to_int8_gives_close_probabilities(champion, tmp_path)
     ("missing column", ["--input", "{dir}/in.csv", "--text-columns", "title"], "column 'title' not found"),
     ("empty file", ["--input", "{dir}/empty.csv"], "no rows"),
     ("unknown format", ["--input", "{dir}/in.xlsx"], "unknown format '.xlsx'"),
+    ("unquoted comma", ["--input", "{dir}/ragged.csv", "--text-columns", "body"], "ragged.csv: line 2 has 2 fields, the header 1 (body)"),
     ("no such alias", ["--input", "{dir}/in.csv", "--text-columns", "body", "--model", "models:/local@nobody"], "nobody"),
     ("mistyped store", ["--input", "{dir}/in.csv", "--text-columns", "body", "--tracking-uri", "sqlite:///{dir}/typo/mlflow.db"], "no such file"),
 ])
@@ -120,6 +121,7 @@ def test_bad_predict_input_is_one_error_line(champion, tmp_path, case, args, say
     work, _, _ = champion
     new_texts().to_csv(tmp_path / "in.csv", index=False)
     (tmp_path / "empty.csv").write_text("body\n")
+    (tmp_path / "ragged.csv").write_text("body\nhello, world\nfine\n")  # pandas: index 'hello', text ' world'
     args = [a.format(dir=tmp_path) for a in args]
     uri = CHAMPION
     if "--model" in args:

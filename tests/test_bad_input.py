@@ -115,8 +115,17 @@ CASES = {
         "re-save it as UTF-8",
     ),
     "malformed_csv": (
-        lambda p: local(write_csv(p / "t.csv", two_class_rows(20) + 'x,a,"unexpected",extra\n')), "t.csv",
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(20) + '"unclosed,a\n' + two_class_rows(4)[11:])), "t.csv",
         "could not be parsed as csv",
+    ),
+    # pandas reads a first row with an extra field as index + shifted values: every text would be the wrong one.
+    "row_with_more_fields_than_header": (
+        lambda p: local(write_csv(p / "t.csv", "text,label\nhello, world,a\n" + two_class_rows(20)[11:])),
+        "dataset.train_file=", "line 2 has 3 fields, the header 2 (text, label); quote texts that hold commas",
+    ),
+    "later_row_with_more_fields_than_header": (
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(20) + 'x,a,"unexpected",extra\n')), "dataset.train_file=",
+        "line 22 has 4 fields, the header 2",
     ),
     "unknown_model_option": (lambda p: ["model=gpt9"], "model=gpt9", "choose one of bert_base, minilm, tiny"),
     "unknown_dataset_option": (lambda p: ["dataset=ag_newz"], "dataset=ag_newz", "choose one of ag_news, imdb, local"),

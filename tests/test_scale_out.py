@@ -188,6 +188,24 @@ def test_workers_setting_one_tag_on_the_shared_parent_at_once_all_succeed(cluste
     assert {tags[f"pipeline.race{key}"] for key in range(5)} <= {f"worker{i}" for i in range(6)}
 
 
+def test_workers_logging_the_study_params_at_once_all_succeed_and_the_first_values_stay(cluster):
+    """Each worker records the study's params on the shared parent run as it starts (the CI failure of the
+    three-worker fixture): MLflow's store reads the run's params, then inserts, so a worker that loses the
+    race hits a duplicate key; MLflow params never change, so the first writer's values stay."""
+    trackers = [Tracker(TrackingConfig(uri=cluster.tracking_uri, experiment="ag_news")) for _ in range(6)]
+    parent = trackers[0].study_run("params")
+    # Each round new keys (a new race); the workers disagree on one value, as two command lines can.
+    errors = all_at_once(trackers, 5, lambda i, tracker, key: tracker.log_new_params(
+        parent, {f"same{key}": "shared", f"own{key}": f"worker{i}"}))
+    assert errors == []
+    params = cluster.client.get_run(parent).data.params
+    assert {params[f"same{key}"] for key in range(5)} == {"shared"}
+    assert {params[f"own{key}"] for key in range(5)} <= {f"worker{i}" for i in range(6)}
+    trackers[1].log_new_params(parent, {"own0": "later", "added": "later"})  # a later invocation adds only new keys
+    params = cluster.client.get_run(parent).data.params
+    assert params["own0"] != "later" and params["added"] == "later"
+
+
 def test_workers_logging_the_same_new_dataset_at_once_all_succeed(cluster):
     """Each worker's runs log the study's splits as inputs (the CI failure of the three-worker fixture): MLflow's
     store looks up the dataset, then inserts it, so a worker that loses the race hits a duplicate key."""
