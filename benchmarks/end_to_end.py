@@ -96,7 +96,7 @@ def baseline(work: Path, space: Path, rows: tuple[int, int], trials: int, seed: 
     mlflow.register_model(info.model_uri, "baseline")
     mlflow.end_run()
     lap("register")
-    return {"phases": phases, "test_accuracy": test["test_accuracy"], "trials": trials}
+    return {"phases": phases, "validation_accuracy": best.objective, "test_accuracy": test["test_accuracy"], "trials": trials}
 
 
 def pipeline(work: Path, space: Path, rows: tuple[int, int], trials: int, seed: int, overrides: list[str]) -> dict:
@@ -119,6 +119,7 @@ def pipeline(work: Path, space: Path, rows: tuple[int, int], trials: int, seed: 
     last = max(t.datetime_complete for t in study.trials).timestamp()
     return {
         "phases": {"start, load, tokenize": first - started, "search": last - first, "final step": ended - last},
+        "validation_accuracy": study.best_value,
         "test_accuracy": _pipeline_test_accuracy(work),
         "trials": len(study.trials),
         "wall_s": ended - started,  # the command alone, not this process's own imports
@@ -190,8 +191,8 @@ def main() -> None:
 def report(results: list[dict], rows: tuple[int, int], trials: int, quick: bool) -> None:
     for found in results:
         where = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in found["phases"].items())
-        print(f"{found['side']} seed {found['seed']}: {found['wall_s']:.1f} s, test accuracy "
-              f"{found['test_accuracy']:.4f}, {found['trials']} trials ({where})")
+        print(f"{found['side']} seed {found['seed']}: {found['wall_s']:.1f} s, best validation accuracy "
+              f"{found['validation_accuracy']:.4f}, test accuracy {found['test_accuracy']:.4f}, {found['trials']} trials ({where})")
     mean = {side: {key: statistics.fmean(r[key] for r in results if r["side"] == side) for key in ("wall_s", "test_accuracy")}
             for side in ("baseline", "pipeline")}
     print(f"\n{rows[0]} training rows, {rows[1]} validation and test rows, {trials} trials, {harness.machine()}")
