@@ -49,7 +49,7 @@ def _read_file(path: Path, option: str) -> pd.DataFrame:
 def check_csv_fields(path: Path, where: str) -> None:
     """One line naming the first row with more fields than the header: pandas would take the extra leading
     field as the row's index and shift every value left, so the text read would be the wrong one."""
-    csv.field_size_limit(sys.maxsize)  # long texts are fine; the default stops at 128 KiB
+    csv.field_size_limit(2**31 - 1)  # long texts are fine (the default stops at 128 KiB); a C long everywhere
     try:
         with path.open(encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(f)
