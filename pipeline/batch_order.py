@@ -1,5 +1,6 @@
-"""The order of training batches under `trainer.train_sampling_strategy=group_by_length`: batches of texts of
-similar length (little padding), in shuffled order.
+"""The training batches under `trainer.train_sampling_strategy=group_by_length`: batches of texts of similar
+length (little padding), in shuffled order; random batches when an epoch is shorter than
+`trainer.group_by_length_min_batches`.
 
 transformers' LengthGroupedSampler cuts the shuffled rows into megabatches of up to 50 batches and sorts each
 longest first, so training walks the lengths in a sawtooth, long to short, again and again. On small data that
@@ -7,10 +8,11 @@ order cost 10 points of validation accuracy (128 rows, 9 seeds); the same batche
 padding saved and score within the noise of random batches (docs/performance.md)."""
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Iterator, Sized
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import RandomSampler, Sampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 
@@ -46,3 +48,12 @@ class ShuffledLengthBatches(Sampler[int]):
         order = [0, *shuffled, *range(movable + 1, len(batches))]
         for batch in order:
             yield from batches[batch]
+
+
+def length_grouped_or_random(grouped: LengthGroupedSampler, rows: Sized, min_batches: int) -> Sampler[int]:
+    """`grouped`'s batches in shuffled order; when an epoch has fewer than `min_batches` batches, random
+    batches of `rows`, as transformers' `random` strategy makes them: there grouping saves seconds and costs
+    accuracy, as a text's length goes with its class, so grouped batches lean to a class (docs/performance.md)."""
+    if math.ceil(len(grouped) / grouped.batch_size) < min_batches:
+        return RandomSampler(rows)
+    return ShuffledLengthBatches(grouped)

@@ -104,7 +104,8 @@ class Config:
         "the hardware has it (CUDA with bf16, a CPU with AVX512-BF16 or AMX), `true`/`false` force it; "
         "`train_sampling_strategy: group_by_length` (the default) trains on batches of texts of similar length, less "
         "padding, in shuffled order (`pipeline/batch_order.py`; transformers' own order, each group of up to 50 "
-        "batches longest first, cost accuracy on small data), `random` on batches of any lengths",
+        "batches longest first, cost accuracy on small data), and an epoch shorter than "
+        "`trainer.group_by_length_min_batches` on random batches; `random` on batches of any lengths",
         shown="`conf/trainer/default.yaml`",
     )
     search: SearchConfig = field(default_factory=SearchConfig)

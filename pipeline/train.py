@@ -44,6 +44,9 @@ class PipelineArguments(TrainingArguments):
     fgm_epsilon: float = field(default=0.0, metadata={"help": (
         "adversarial training (FGM, `pipeline/fgm.py`): each step also trains on word embeddings moved this far "
         "along the loss gradient; about 2x the time per step"), "shown": "`0.0` (off)"})
+    group_by_length_min_batches: int = field(default=100, metadata={"help": (
+        "`train_sampling_strategy: group_by_length` groups only an epoch of at least this many batches; a shorter one "
+        "trains on random batches: there grouping saves seconds and costs accuracy (`pipeline/batch_order.py`)")})
 
 
 def own_fields() -> dict[str, dataclasses.Field]:
@@ -70,6 +73,9 @@ def training_args(trainer_cfg: dict[str, Any], output_dir: str, seed: int, **ove
             raise PipelineError(f"trainer.{key}={fields[key]}: must be a positive number")
     if not isinstance(fields.get("fgm_epsilon", 0), (int, float)) or fields.get("fgm_epsilon", 0) < 0:
         raise PipelineError(f"trainer.fgm_epsilon={fields['fgm_epsilon']}: must be 0 (off) or a positive number")
+    min_batches = fields.get("group_by_length_min_batches", 0)
+    if not isinstance(min_batches, int) or isinstance(min_batches, bool) or min_batches < 0:
+        raise PipelineError(f"trainer.group_by_length_min_batches={min_batches}: must be a whole number, 0 or more (0: always group)")
     try:
         return PipelineArguments(**fields)
     except (ValueError, TypeError) as err:

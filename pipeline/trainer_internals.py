@@ -6,7 +6,7 @@ import optuna
 from transformers import Trainer, TrainerState
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from pipeline.batch_order import ShuffledLengthBatches
+from pipeline.batch_order import length_grouped_or_random
 from pipeline.interrupts import deferring
 
 
@@ -48,9 +48,12 @@ class EpochReports(Trainer):
 
 
 class ShuffledLengthGroups(Trainer):
-    """`group_by_length` trains on length-grouped batches in shuffled order (pipeline/batch_order.py), through
-    the Trainer's private sampler hook."""
+    """`group_by_length` trains on length-grouped batches in shuffled order, or on random batches in a short
+    epoch (pipeline/batch_order.py), through the Trainer's private sampler hook."""
 
     def _get_train_sampler(self, train_dataset=None):
         sampler = super()._get_train_sampler(train_dataset)
-        return ShuffledLengthBatches(sampler) if isinstance(sampler, LengthGroupedSampler) else sampler
+        if not isinstance(sampler, LengthGroupedSampler):
+            return sampler
+        rows = train_dataset if train_dataset is not None else self.train_dataset
+        return length_grouped_or_random(sampler, rows, self.args.group_by_length_min_batches)

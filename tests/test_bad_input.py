@@ -175,6 +175,9 @@ CASES = {
         "every text in dataset.text_columns=['text'] is empty",
     ),
     "text_columns_empty": (lambda p: ["dataset.text_columns=[]"], "dataset.text_columns=[]", "name at least one column"),
+    "group_by_length_min_batches_negative": (
+        lambda p: ["trainer.group_by_length_min_batches=-1"], "trainer.group_by_length_min_batches=-1", "0 or more"
+    ),
     "heartbeat_interval_zero": (lambda p: ["search.heartbeat_interval=0"], "search.heartbeat_interval=0", "positive"),
     "grace_period_zero": (lambda p: ["search.grace_period=0"], "search.grace_period=0", "positive"),
     "seed_negative": (lambda p: ["seed=-1"], "seed=-1", "must be between 0 and"),

@@ -77,13 +77,13 @@ def test_fgm_epsilon_is_a_trainer_key_and_a_search_parameter(tmp_path):
     assert param.choices == (0.0, 1.0)
 
 
-def padded_lengths(tiny, tmp_path, strategy: str, lengths: list[int]) -> list[int]:
+def padded_lengths(tiny, tmp_path, strategy: str, lengths: list[int], min_batches: int = 1) -> list[int]:
     """The padded length of each training batch of 8, in the order an epoch trains them."""
     cfg, tokenizer, _, model_init = tiny
     rows = Dataset.from_dict({"input_ids": [[5] * n for n in lengths], "attention_mask": [[1] * n for n in lengths],
                               "labels": [n % 2 for n in lengths]})
     args = train.training_args(cfg.trainer, str(tmp_path), cfg.seed, per_device_train_batch_size=8,
-                               train_sampling_strategy=strategy)
+                               train_sampling_strategy=strategy, group_by_length_min_batches=min_batches)
     trainer = train.build_trainer(args, model_init, DatasetDict(train=rows, validation=rows), tokenizer)
     transformers.set_seed(cfg.seed)
     return [batch["input_ids"].shape[1] for batch in trainer.get_train_dataloader()]
@@ -99,6 +99,14 @@ def test_length_grouped_batches_come_in_shuffled_order_not_longest_first_per_meg
     # transformers' own order sorts each megabatch (25 batches here) longest first: 96 of 100 steps go down.
     steps_down = sum(b < a for a, b in zip(grouped, grouped[1:]))
     assert 30 < steps_down < 70
+
+
+def test_an_epoch_shorter_than_the_minimum_trains_on_random_batches_a_longer_one_on_length_groups(tiny, tmp_path):
+    lengths = torch.randint(3, 120, (803,), generator=torch.Generator().manual_seed(0)).tolist()  # 101 batches
+    mixed = padded_lengths(tiny, tmp_path, "random", lengths)
+    assert padded_lengths(tiny, tmp_path, "group_by_length", lengths, min_batches=102) == mixed
+    grouped = padded_lengths(tiny, tmp_path, "group_by_length", lengths, min_batches=101)
+    assert sum(grouped) < 0.7 * sum(mixed)
 
 
 def test_length_grouped_order_follows_the_generator_accelerate_sets_on_every_ddp_rank():
