@@ -136,11 +136,11 @@ class Tracker:
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         """Set a tag, also when another worker sets the same one on a shared run at the same moment."""
-        again_on_duplicate(lambda: self.client.set_tag(run_id, key, value))
+        again_on_lost_race(lambda: self.client.set_tag(run_id, key, value))
 
     def log_inputs(self, run_id: str, inputs: list[DatasetInput]) -> None:
         """Link datasets to a run, also when another worker logs the same dataset at the same moment."""
-        again_on_duplicate(lambda: self.client.log_inputs(run_id, datasets=inputs))
+        again_on_lost_race(lambda: self.client.log_inputs(run_id, datasets=inputs))
 
     def log_new_params(self, run_id: str, params: dict[str, str]) -> None:
         """Log the params `run_id` does not have yet: MLflow params never change, so the first writer's
@@ -152,13 +152,7 @@ class Tracker:
             if new:
                 self.client.log_batch(run_id, params=new)
 
-        try:
-            write()
-        except mlflow.exceptions.MlflowException as err:
-            # Lost the race: the store's duplicate key, or its refusal of a value the winner wrote first.
-            if not (duplicate_key(err) or "Changing param values" in str(err)):
-                raise
-            write()
+        again_on_lost_race(write)
 
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0, timestamp: int | None = None) -> None:
         """One batch; with the `timestamp` the values were made at, a write retried after a lost answer (a
@@ -219,14 +213,15 @@ class Tracker:
         self.client.set_terminated(run_id, RunStatus.to_string(status))
 
 
-def again_on_duplicate(write: Callable[[], object]) -> None:
-    """`write`, once more if it lost a race: MLflow's store reads, then inserts (a tag, a dataset row), so
-    a worker writing the same row at the same moment gets a duplicate key; the row exists then, and the
-    second call updates or links it."""
+def again_on_lost_race(write: Callable[[], object]) -> None:
+    """`write`, once more if it lost a race: MLflow's store reads, then inserts (a tag, a dataset row, a
+    param), so a worker writing the same row at the same moment gets a duplicate key, or for a param the
+    store's refusal of the value the winner committed in between; the row exists then, and the second call
+    updates, links or skips it."""
     try:
         write()
     except mlflow.exceptions.MlflowException as err:
-        if not duplicate_key(err):
+        if not (duplicate_key(err) or "Changing param values" in str(err)):
             raise
         write()
 
