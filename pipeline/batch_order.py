@@ -51,10 +51,11 @@ class ShuffledLengthBatches(Sampler[int]):
             yield from batches[batch]
 
 
-def length_grouped_or_random(grouped: LengthGroupedSampler, rows: Sized, min_batches: int) -> Sampler[int]:
+def length_grouped_or_random(grouped: LengthGroupedSampler, rows: Sized, min_batches: int, ranks: int = 1) -> Sampler[int]:
     """`grouped`'s batches in shuffled order; when an epoch has fewer than `min_batches` batches, random
     batches of `rows`, as transformers' `random` strategy makes them: there grouping saves seconds and costs
-    accuracy, as a text's length goes with its class, so grouped batches lean to a class (docs/performance.md)."""
-    if math.ceil(len(grouped) / grouped.batch_size) < min_batches:
+    accuracy, as a text's length goes with its class, so grouped batches lean to a class (docs/performance.md).
+    An epoch's batches are one rank's: under DDP each of `ranks` trains every `ranks`-th batch."""
+    if math.ceil(len(grouped) / (grouped.batch_size * ranks)) < min_batches:
         return RandomSampler(rows)
     return ShuffledLengthBatches(grouped)

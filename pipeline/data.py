@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, DatasetDict
 from datasets.fingerprint import Hasher
+from datasets.utils.stratify import stratified_shuffle_split_generate_indices
 
 from pipeline.errors import PipelineError
 from pipeline.files import check_csv_fields
@@ -30,7 +31,7 @@ _NAMED_ENTITY = re.compile(r"&?\b(quot|amp|lt|gt);")
 _SPACES = re.compile(r"\s+")
 log = logging.getLogger(__name__)
 FINGERPRINT_PREFIX = "sha256:"  # content fingerprints; older, path-dependent ones lack it
-FINGERPRINT_BATCH = 8_192  # rows hashed at a time: bounds the memory it takes
+ROWS_AT_A_TIME = 8_192  # where every row is read (hashing, checks): bounds the memory it takes
 
 
 def load_splits(cfg: DatasetConfig, seed: int) -> DatasetDict:
@@ -113,7 +114,7 @@ def identify(splits: DatasetDict) -> DataIdentity:
 
 def _content(name: str, ds: Dataset) -> Iterator[bytes]:
     yield f"\x00split {name} {len(ds)}\x00".encode()
-    for batch in ds.select_columns(["text", "label"]).with_format("arrow").iter(FINGERPRINT_BATCH):
+    for batch in ds.select_columns(["text", "label"]).with_format("arrow").iter(ROWS_AT_A_TIME):
         yield from _string_bytes(batch.column("text").combine_chunks())
         labels = batch.column("label").combine_chunks().cast(pa.int64()).fill_null(-1)
         yield labels.to_numpy(zero_copy_only=False).astype("<i8").tobytes()
@@ -254,29 +255,41 @@ def _normalize(ds: Dataset, cfg: DatasetConfig, names: list[str] | None, source:
     if len(ds) == 0:
         raise PipelineError(f"{source}: no rows")
     feature = ds.features[cfg.label_column]
-    values = ds[cfg.label_column]
+    distinct = ds.unique(cfg.label_column)  # through Arrow: no list of every row's label
     if names is None:
-        names = feature.names if isinstance(feature, ClassLabel) else _infer_names(values, f"{source}: {cfg.label_column!r}")
+        names = feature.names if isinstance(feature, ClassLabel) else _infer_names(distinct, f"{source}: {cfg.label_column!r}")
         if len(names) < 2:
             raise PipelineError(f"{source}: only one class ({names[0]!r}) in {cfg.label_column!r}; need two or more")
-    index = {name: i for i, name in enumerate(names)}
-    as_names = [feature.int2str(v) for v in values] if isinstance(feature, ClassLabel) else [str(v) for v in values]
-    unknown = sorted(set(as_names) - index.keys())
+    as_name = feature.int2str if isinstance(feature, ClassLabel) else str
+    unknown = sorted({as_name(v) for v in distinct if v is not None} - set(names))
     if unknown:
         raise PipelineError(
             f"{source}: label {unknown[0]!r} is not among the training labels {names}; fix the file or the split"
         )
-    columns = cfg.text_columns
+    if None in distinct:
+        raise PipelineError(f"{source}: {cfg.label_column!r}: a label is empty; every row needs a label")
+    index = {name: i for i, name in enumerate(names)}
+    columns, label_column = list(cfg.text_columns), cfg.label_column
 
-    def convert(row: dict, i: int) -> dict:
-        return {"text": " ".join(str(row[c]) for c in columns if row[c] is not None), "label": index[as_names[i]]}
+    def convert(batch: dict) -> dict:
+        texts = [" ".join(str(v) for v in row if v is not None) for row in zip(*(batch[c] for c in columns))]
+        return {"text": texts, "label": [index[as_name(v)] for v in batch[label_column]]}
 
     features = datasets.Features(text=datasets.Value("string"), label=ClassLabel(names=names))
-    normalized = ds.map(convert, with_indices=True, remove_columns=ds.column_names, features=features, desc="normalize")
-    texts = normalized.with_format("arrow")["text"]
-    if pc.max(pc.utf8_length(pc.utf8_trim_whitespace(texts))).as_py() == 0:
+    normalized = ds.map(
+        convert, batched=True, remove_columns=ds.column_names, features=features, desc="normalize",
+        # Explicit: datasets' hash of this closure differs between processes, which made every run normalize,
+        # split and tokenize a local file again. Change the version when `convert` changes what it makes.
+        new_fingerprint=Hasher.hash([ds._fingerprint, columns, label_column, names, "normalize v2"]),
+    )
+    if not any(_has_text(batch.column("text")) for batch in normalized.with_format("arrow").iter(ROWS_AT_A_TIME)):
         raise PipelineError(f"{source}: every text in dataset.text_columns={list(columns)} is empty; check the columns")
     return normalized
+
+
+def _has_text(texts: pa.ChunkedArray) -> bool:
+    """Whether any text holds more than whitespace (batch by batch: trimming copies the strings)."""
+    return pc.max(pc.utf8_length(pc.utf8_trim_whitespace(texts))).as_py() > 0
 
 
 def _infer_names(values: list, where: str) -> list[str]:
@@ -306,10 +319,9 @@ def _carve(ds: Dataset, fraction: float, seed: int, key: str) -> tuple[Dataset, 
             "classes; add rows or change the fraction"
         )
     try:
-        parts = ds.train_test_split(test_size=held_out, seed=seed, stratify_by_column="label")
+        return _stratified_split(ds, len(ds) - held_out, held_out, seed)
     except ValueError as err:
         raise PipelineError(f"{key}={fraction}: cannot stratify: {err}") from None
-    return parts["train"], parts["test"]
 
 
 def _cap(ds: Dataset, limit: int | None, seed: int) -> Dataset:
@@ -319,9 +331,26 @@ def _cap(ds: Dataset, limit: int | None, seed: int) -> Dataset:
     if limit <= 0:
         raise PipelineError(f"dataset.max_*_samples={limit}: must be positive")
     try:
-        return ds.train_test_split(train_size=limit, seed=seed, stratify_by_column="label")["train"]
+        return _stratified_split(ds, limit, len(ds) - limit, seed)[0]
     except ValueError:  # fewer rows than classes: stratification impossible, a plain sample still is
         return ds.shuffle(seed=seed).select(range(limit))
+
+
+def _stratified_split(ds: Dataset, n_first: int, n_second: int, seed: int) -> tuple[Dataset, Dataset]:
+    """`ds.train_test_split(train_size=n_first, test_size=n_second, seed=seed, stratify_by_column="label")`, the
+    same rows in the same order, with the labels read through Arrow: datasets reads them for it one row at a
+    time (14 s for 100k rows here)."""
+    batches = ds.select_columns(["label"]).with_format("arrow").iter(ROWS_AT_A_TIME)  # [:] took 50 MB per 100k rows
+    labels = np.concatenate([batch.column("label").to_numpy() for batch in batches])
+    try:
+        first, second = next(stratified_shuffle_split_generate_indices(labels, n_first, n_second, np.random.default_rng(seed)))
+    except ValueError as err:
+        if str(err) == "Minimum class count error":
+            raise ValueError("a class has only 1 row; stratifying needs at least 2 of each") from None
+        raise
+    base = Hasher.hash([ds._fingerprint, "stratified split", n_first, n_second, seed])
+    return (ds.select(first, new_fingerprint=Hasher.hash([base, "first"])),
+            ds.select(second, new_fingerprint=Hasher.hash([base, "second"])))
 
 
 def _read_text(path: Path) -> str:

@@ -56,4 +56,4 @@ class ShuffledLengthGroups(Trainer):
         if not isinstance(sampler, LengthGroupedSampler):
             return sampler
         rows = train_dataset if train_dataset is not None else self.train_dataset
-        return length_grouped_or_random(sampler, rows, self.args.group_by_length_min_batches)
+        return length_grouped_or_random(sampler, rows, self.args.group_by_length_min_batches, self.args.world_size)

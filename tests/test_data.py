@@ -1,5 +1,9 @@
 """The AG News CSV release reader, local files, label mapping and the seeded, stratified carve-outs."""
+import json
+import subprocess
+import sys
 from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -117,6 +121,42 @@ def test_tokenized_splits_are_reused_across_runs_from_the_datasets_cache(release
     longer = data.tokenize(splits, load_tokenizer(cfg.model), max_length=16)
     assert again["train"].cache_files == first["train"].cache_files != []
     assert longer["train"].cache_files != first["train"].cache_files
+
+
+READ_AND_TOKENIZE = """
+import json, sys
+from pipeline import data
+from pipeline.model import load_tokenizer
+from tests.conftest import compose_config
+cfg = compose_config("model=tiny", "dataset=local", "dataset.train_file=" + sys.argv[1], "dataset.max_train_samples=40")
+tokenized = data.tokenize(data.load_splits(cfg.dataset, seed=3), load_tokenizer(cfg.model), max_length=8)
+print(json.dumps({name: [f["filename"] for f in ds.cache_files] for name, ds in tokenized.items()}))
+"""
+
+
+def test_a_local_file_is_read_split_and_tokenized_once_then_reused_by_the_next_process(tmp_path):
+    """The same command again (a new process) finds every step of a user's CSV in the datasets cache. Before,
+    datasets' hash of the normalizing closure changed between processes, and every run redid all of it."""
+    token = tmp_path.name  # rows this machine has not seen
+    path = _write_csv(tmp_path / "mine.csv", [(f"{token} text {i}", ["spam", "ham", "eggs"][i % 3]) for i in range(90)])
+    runs = [subprocess.run([sys.executable, "-c", READ_AND_TOKENIZE, str(path)], capture_output=True, text=True,
+                           check=False, cwd=Path(__file__).parent.parent) for _ in range(2)]
+    assert all(run.returncode == 0 for run in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
+    first, again = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)
+    assert sorted(first) == ["test", "train", "validation"] and all(first.values())
+    assert again == first
+
+
+def test_the_stratified_split_is_datasets_own_row_for_row():
+    """The splits' rows and order stay those of `train_test_split`, so studies and versions recorded before
+    the split was read through Arrow keep matching their data."""
+    features = Features(text=Value("string"), label=ClassLabel(names=["a", "b", "c"]))
+    ds = Dataset.from_dict({"text": [f"t{i}" for i in range(101)], "label": [i % 7 % 3 for i in range(101)]}, features=features)
+    ds = ds.select(range(100, 0, -1))  # through an indices mapping, as after an earlier carve
+    for n_first, n_second, seed in [(80, 20, 42), (30, 70, 7), (11, 5, 0)]:
+        theirs = ds.train_test_split(train_size=n_first, test_size=n_second, seed=seed, stratify_by_column="label")
+        ours = data._stratified_split(ds, n_first, n_second, seed)
+        assert [part["text"][:] for part in ours] == [theirs["train"]["text"][:], theirs["test"]["text"][:]]
 
 
 def _write_csv(path, rows: list[tuple[str, str]]):

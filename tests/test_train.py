@@ -5,10 +5,11 @@ import pytest
 import torch
 import transformers
 from datasets import Dataset, DatasetDict
+from torch.utils.data import RandomSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from pipeline import data, fgm, model, train
-from pipeline.batch_order import ShuffledLengthBatches
+from pipeline.batch_order import ShuffledLengthBatches, length_grouped_or_random
 from pipeline.errors import PipelineError
 from pipeline.space import parse_param
 from devtools.commands import TINY
@@ -107,6 +108,14 @@ def test_an_epoch_shorter_than_the_minimum_trains_on_random_batches_a_longer_one
     assert padded_lengths(tiny, tmp_path, "group_by_length", lengths, min_batches=102) == mixed
     grouped = padded_lengths(tiny, tmp_path, "group_by_length", lengths, min_batches=101)
     assert sum(grouped) < 0.7 * sum(mixed)
+
+
+def test_under_ddp_the_minimum_counts_each_ranks_batches():
+    lengths = torch.randint(3, 120, (803,), generator=torch.Generator().manual_seed(0)).tolist()  # 101 batches of 8
+    grouped = LengthGroupedSampler(8, lengths=lengths)
+    assert isinstance(length_grouped_or_random(grouped, lengths, min_batches=101), ShuffledLengthBatches)
+    assert isinstance(length_grouped_or_random(grouped, lengths, min_batches=52, ranks=2), RandomSampler)  # 51 each
+    assert isinstance(length_grouped_or_random(grouped, lengths, min_batches=51, ranks=2), ShuffledLengthBatches)
 
 
 def test_length_grouped_order_follows_the_generator_accelerate_sets_on_every_ddp_rank():
