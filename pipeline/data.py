@@ -170,7 +170,7 @@ def _char(match: re.Match) -> str:
 
 
 def _from_release(raw: Dataset, names: list[str], path: Path) -> Dataset:
-    bad = sorted({v for v in raw["label"] if not (isinstance(v, int) and 1 <= v <= len(names))}, key=str)
+    bad = sorted((v for v in raw.unique("label") if not (isinstance(v, int) and 1 <= v <= len(names))), key=str)
     if bad:
         raise PipelineError(f"{path}: class index {bad[0]!r} is outside 1..{len(names)} (classes.txt)")
 
