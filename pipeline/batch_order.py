@@ -55,7 +55,8 @@ def length_grouped_or_random(grouped: LengthGroupedSampler, rows: Sized, min_bat
     """`grouped`'s batches in shuffled order; when an epoch has fewer than `min_batches` batches, random
     batches of `rows`, as transformers' `random` strategy makes them: there grouping saves seconds and costs
     accuracy, as a text's length goes with its class, so grouped batches lean to a class (docs/performance.md).
-    An epoch's batches are one rank's: under DDP each of `ranks` trains every `ranks`-th batch."""
+    The epoch's length counts optimizer steps: a batch of `grouped` is a whole step (with its gradient
+    accumulation), and under DDP each of `ranks` trains every `ranks`-th one."""
     if math.ceil(len(grouped) / (grouped.batch_size * ranks)) < min_batches:
         return RandomSampler(rows)
     return ShuffledLengthBatches(grouped)

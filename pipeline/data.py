@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import html
+import inspect
 import json
 import logging
+import math
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +52,7 @@ def load_splits(cfg: DatasetConfig, seed: int) -> DatasetDict:
         if len(ds) == 0:
             raise PipelineError(f"the {split} split is empty: check dataset.max_*_samples and the input files")
     assert all(ds.features["label"].names == names for ds in splits.values())
-    missing = sorted(set(range(len(names))) - set(splits["test"].unique("label")))
+    missing = sorted(set(range(len(names))) - set(np.unique(_labels(splits["test"])).tolist()))
     if missing:
         log.warning(
             "the test split has no rows of class %s: its scores count the other classes only",
@@ -254,22 +256,9 @@ def _normalize(ds: Dataset, cfg: DatasetConfig, names: list[str] | None, source:
         )
     if len(ds) == 0:
         raise PipelineError(f"{source}: no rows")
-    feature = ds.features[cfg.label_column]
-    distinct = ds.unique(cfg.label_column)  # through Arrow: no list of every row's label
-    if names is None:
-        names = feature.names if isinstance(feature, ClassLabel) else _infer_names(distinct, f"{source}: {cfg.label_column!r}")
-        if len(names) < 2:
-            raise PipelineError(f"{source}: only one class ({names[0]!r}) in {cfg.label_column!r}; need two or more")
-    as_name = feature.int2str if isinstance(feature, ClassLabel) else str
-    unknown = sorted({as_name(v) for v in distinct if v is not None} - set(names))
-    if unknown:
-        raise PipelineError(
-            f"{source}: label {unknown[0]!r} is not among the training labels {names}; fix the file or the split"
-        )
-    if None in distinct:
-        raise PipelineError(f"{source}: {cfg.label_column!r}: a label is empty; every row needs a label")
+    names, as_name = _label_mapping(ds, cfg.label_column, names, source)
     index = {name: i for i, name in enumerate(names)}
-    columns, label_column = list(cfg.text_columns), cfg.label_column
+    columns, label_column = cfg.text_columns, cfg.label_column
 
     def convert(batch: dict) -> dict:
         texts = [" ".join(str(v) for v in row if v is not None) for row in zip(*(batch[c] for c in columns))]
@@ -278,13 +267,40 @@ def _normalize(ds: Dataset, cfg: DatasetConfig, names: list[str] | None, source:
     features = datasets.Features(text=datasets.Value("string"), label=ClassLabel(names=names))
     normalized = ds.map(
         convert, batched=True, remove_columns=ds.column_names, features=features, desc="normalize",
-        # Explicit: datasets' hash of this closure differs between processes, which made every run normalize,
-        # split and tokenize a local file again. Change the version when `convert` changes what it makes.
-        new_fingerprint=Hasher.hash([ds._fingerprint, columns, label_column, names, "normalize v2"]),
+        # Explicit: datasets' hash of this closure differs between processes, which made every run normalize
+        # and tokenize a local file again. The code's own text stands for what `convert` makes.
+        new_fingerprint=Hasher.hash([ds._fingerprint, list(columns), label_column, names,
+                                     *map(inspect.getsource, (_normalize, _label_mapping))]),
     )
     if not any(_has_text(batch.column("text")) for batch in normalized.with_format("arrow").iter(ROWS_AT_A_TIME)):
         raise PipelineError(f"{source}: every text in dataset.text_columns={list(columns)} is empty; check the columns")
     return normalized
+
+
+def _label_mapping(ds: Dataset, label_column: str, names: list[str] | None, source: str) -> tuple[list[str], Callable]:
+    """The class names (inferred from the training rows when `names` is None) and the function giving a raw
+    label's name; empty, unknown or too few labels are one-line errors."""
+    feature = ds.features[label_column]
+    distinct = ds.unique(label_column)  # through Arrow: no list of every row's label
+    where = f"{source}: {label_column!r}"
+    if any(_is_empty_label(v, feature) for v in distinct):
+        raise PipelineError(f"{where}: a label is empty; every row needs a label")
+    if names is None:
+        names = feature.names if isinstance(feature, ClassLabel) else _infer_names(distinct, where)
+        if len(names) < 2:
+            raise PipelineError(f"{source}: only one class ({names[0]!r}) in {label_column!r}; need two or more")
+    as_name = feature.int2str if isinstance(feature, ClassLabel) else str
+    unknown = sorted({as_name(v) for v in distinct} - set(names))
+    if unknown:
+        raise PipelineError(
+            f"{source}: label {unknown[0]!r} is not among the training labels {names}; fix the file or the split"
+        )
+    return names, as_name
+
+
+def _is_empty_label(value: object, feature: object) -> bool:
+    """None, NaN, or a ClassLabel's -1 (datasets' mark for a row without a label, as in GLUE's test splits)."""
+    return value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(feature, ClassLabel) and value == -1)
 
 
 def _has_text(texts: pa.ChunkedArray) -> bool:
@@ -293,10 +309,8 @@ def _has_text(texts: pa.ChunkedArray) -> bool:
 
 
 def _infer_names(values: list, where: str) -> list[str]:
-    """Sorted distinct labels: numerically for numbers, alphabetically for strings."""
-    distinct = set(v for v in values if v is not None)
-    if len(distinct) < len(set(values)):
-        raise PipelineError(f"{where}: a label is empty; every row needs a label")
+    """Sorted distinct labels (none empty): numerically for numbers, alphabetically for strings."""
+    distinct = set(values)
     seen: dict[str, str] = {}
     for name in sorted(map(str, distinct)):
         other = seen.setdefault(name.strip().casefold(), name)
@@ -339,18 +353,24 @@ def _cap(ds: Dataset, limit: int | None, seed: int) -> Dataset:
 def _stratified_split(ds: Dataset, n_first: int, n_second: int, seed: int) -> tuple[Dataset, Dataset]:
     """`ds.train_test_split(train_size=n_first, test_size=n_second, seed=seed, stratify_by_column="label")`, the
     same rows in the same order, with the labels read through Arrow: datasets reads them for it one row at a
-    time (14 s for 100k rows here)."""
-    batches = ds.select_columns(["label"]).with_format("arrow").iter(ROWS_AT_A_TIME)  # [:] took 50 MB per 100k rows
-    labels = np.concatenate([batch.column("label").to_numpy() for batch in batches])
+    time (8 s for 100k rows here)."""
     try:
-        first, second = next(stratified_shuffle_split_generate_indices(labels, n_first, n_second, np.random.default_rng(seed)))
+        first, second = next(stratified_shuffle_split_generate_indices(_labels(ds), n_first, n_second, np.random.default_rng(seed)))
     except ValueError as err:
         if str(err) == "Minimum class count error":
             raise ValueError("a class has only 1 row; stratifying needs at least 2 of each") from None
         raise
-    base = Hasher.hash([ds._fingerprint, "stratified split", n_first, n_second, seed])
-    return (ds.select(first, new_fingerprint=Hasher.hash([base, "first"])),
-            ds.select(second, new_fingerprint=Hasher.hash([base, "second"])))
+    # The rows chosen, not only the arguments, name the splits in the cache: should an upgrade of datasets or
+    # numpy choose others, the tokenized splits are made again rather than read stale.
+    return (ds.select(first, new_fingerprint=Hasher.hash([ds._fingerprint, first])),
+            ds.select(second, new_fingerprint=Hasher.hash([ds._fingerprint, second])))
+
+
+def _labels(ds: Dataset) -> np.ndarray:
+    """The class ids in row order, read in batches: `ds[:]` through a split's indices took 50 MB per 100k rows,
+    and `ds.unique` writes the split out again first."""
+    batches = ds.select_columns(["label"]).with_format("arrow").iter(ROWS_AT_A_TIME)
+    return np.concatenate([batch.column("label").to_numpy() for batch in batches])
 
 
 def _read_text(path: Path) -> str:

@@ -101,6 +101,12 @@ CASES = {
         lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.csv", "text,label\nx,a\ny,zebra\n")),
         "dataset.test_file", "label 'zebra' is not among the training labels",
     ),
+    "label_empty": (lambda p: local(write_csv(p / "t.csv", two_class_rows(40) + "late row,\n")), "t.csv", "a label is empty"),
+    "test_label_empty_among_numbers": (
+        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "".join(f"row {i},{i % 2 + 1}\n" for i in range(40))),
+                        write_csv(p / "v.csv", "text,label\nx,1\ny,\nz,2\n")),
+        "dataset.test_file", "'label': a label is empty",
+    ),
     "only_one_class": (lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,a\n" * 20)), "'label'", "only one class"),
     "empty_split": (
         lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.csv", "text,label\n")),

@@ -159,6 +159,29 @@ def test_the_stratified_split_is_datasets_own_row_for_row():
         assert [part["text"][:] for part in ours] == [theirs["train"]["text"][:], theirs["test"]["text"][:]]
 
 
+def test_a_nan_label_is_an_empty_label_not_a_class(tmp_path):
+    path = tmp_path / "mine.parquet"
+    pd.DataFrame({"text": [f"row {i}" for i in range(40)], "label": [float(i % 2) for i in range(39)] + [float("nan")]}).to_parquet(path)
+    with pytest.raises(PipelineError, match="'label': a label is empty; every row needs a label"):
+        data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}"), 42)
+
+
+def test_texts_are_checked_past_the_first_rows_read(tmp_path):
+    """The every-text-empty check reads the rows in batches: text only after the first batch is still text."""
+    rows = [("", "ab"[i % 2]) for i in range(data.ROWS_AT_A_TIME + 10)] + [("late text", "a")]
+    path = _write_csv(tmp_path / "mostly_empty.csv", rows)
+    assert len(data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}"), 42)["train"]) > 0
+
+
+def test_the_splits_of_fixed_rows_keep_their_content_across_upgrades(tmp_path):
+    """The rows each carve-out holds, pinned: a change to how the stratified split chooses them (ours or an
+    upgrade of datasets or numpy) would refuse every recorded study and version as made on other data."""
+    path = _write_csv(tmp_path / "fixed.csv", [(f"text {i}", "xyz"[i % 7 % 3]) for i in range(300)])
+    splits = data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}", "dataset.max_train_samples=100"), 7)
+    assert {name: len(ds) for name, ds in splits.items()} == {"train": 100, "validation": 24, "test": 60}
+    assert data.fingerprint(splits) == "sha256:455503efdfaaa425421dd054530a81c2c91ada492888f9fff4245c098b22003f"
+
+
 def _write_csv(path, rows: list[tuple[str, str]]):
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(rows, columns=["text", "label"]).to_csv(path, index=False)
