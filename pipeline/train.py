@@ -45,8 +45,9 @@ class PipelineArguments(TrainingArguments):
         "adversarial training (FGM, `pipeline/fgm.py`): each step also trains on word embeddings moved this far "
         "along the loss gradient; about 2x the time per step"), "shown": "`0.0` (off)"})
     group_by_length_min_batches: int = field(default=100, metadata={"help": (
-        "`train_sampling_strategy: group_by_length` groups only an epoch of at least this many optimizer steps (batches, "
-        "on one device without gradient accumulation); a shorter one trains on random batches: there grouping saves seconds and costs accuracy (`pipeline/batch_order.py`)")})
+        "`train_sampling_strategy: group_by_length` groups only an epoch of at least this many optimizer steps "
+        "(batches, on one device without gradient accumulation); a shorter one trains on random batches: there "
+        "grouping saves seconds and costs accuracy (`pipeline/batch_order.py`)")})
 
 
 def own_fields() -> dict[str, dataclasses.Field]:
