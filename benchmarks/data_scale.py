@@ -8,9 +8,9 @@ is a fresh process running the pipeline's own steps on `dataset=local dataset.tr
 `data.load_splits` (read, normalize, carve validation and test), `data.identify` (the content fingerprint),
 `data.tokenize` (model=minilm's tokenizer at the pipeline's max_length). Peak memory is the process's peak
 anonymous resident memory (RssAnon: Python's, Arrow's and the tokenizer's heaps, not the pages of the
-memory-mapped cache files, which the kernel can drop; sampled every few ms, so a peak shorter than that is missed), less that of a process that ran the same
-steps on 100 rows (imports, tokenizer), against the texts held as Python strings; `rss_mb` is the whole peak
-resident set (ru_maxrss), mapped cache pages included.
+memory-mapped cache files, which the kernel can drop; sampled every few ms, so a shorter peak is missed), less
+that of a process that ran the same steps on 100 rows (imports, tokenizer), against the texts held as Python
+strings; `rss_mb` is the whole peak resident set (ru_maxrss), mapped cache pages included.
 """
 from __future__ import annotations
 

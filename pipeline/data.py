@@ -116,10 +116,15 @@ def identify(splits: DatasetDict) -> DataIdentity:
 
 def _content(name: str, ds: Dataset) -> Iterator[bytes]:
     yield f"\x00split {name} {len(ds)}\x00".encode()
-    for batch in ds.select_columns(["text", "label"]).with_format("arrow").iter(ROWS_AT_A_TIME):
+    for batch in _batches(ds, ["text", "label"]):
         yield from _string_bytes(batch.column("text").combine_chunks())
         labels = batch.column("label").combine_chunks().cast(pa.int64()).fill_null(-1)
         yield labels.to_numpy(zero_copy_only=False).astype("<i8").tobytes()
+
+
+def _batches(ds: Dataset, columns: list[str]) -> Iterator[pa.Table]:
+    """`columns` of every row, in row order (through a split's indices), `ROWS_AT_A_TIME` rows at a time."""
+    return ds.select_columns(columns).with_format("arrow").iter(ROWS_AT_A_TIME)
 
 
 def is_content_fingerprint(value: str) -> bool:
@@ -272,7 +277,7 @@ def _normalize(ds: Dataset, cfg: DatasetConfig, names: list[str] | None, source:
         new_fingerprint=Hasher.hash([ds._fingerprint, list(columns), label_column, names,
                                      *map(inspect.getsource, (_normalize, _label_mapping))]),
     )
-    if not any(_has_text(batch.column("text")) for batch in normalized.with_format("arrow").iter(ROWS_AT_A_TIME)):
+    if not any(_has_text(batch.column("text")) for batch in _batches(normalized, ["text"])):
         raise PipelineError(f"{source}: every text in dataset.text_columns={list(columns)} is empty; check the columns")
     return normalized
 
@@ -369,8 +374,7 @@ def _stratified_split(ds: Dataset, n_first: int, n_second: int, seed: int) -> tu
 def _labels(ds: Dataset) -> np.ndarray:
     """The class ids in row order, read in batches: `ds[:]` through a split's indices took 50 MB per 100k rows,
     and `ds.unique` writes the split out again first."""
-    batches = ds.select_columns(["label"]).with_format("arrow").iter(ROWS_AT_A_TIME)
-    return np.concatenate([batch.column("label").to_numpy() for batch in batches])
+    return np.concatenate([batch.column("label").to_numpy() for batch in _batches(ds, ["label"])])
 
 
 def _read_text(path: Path) -> str:
