@@ -11,16 +11,15 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import hub, schema, secrets
+from pipeline import hub, interrupts, schema, secrets
 from pipeline.config_errors import one_line
 from pipeline.errors import PipelineError
-from pipeline.interrupts import Interrupted
 
 schema.register()
 
 
 def _raise_interrupted(signum: int, frame) -> None:
-    raise Interrupted(f"signal {signum}")
+    raise interrupts.Interrupted(f"signal {signum}")
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -49,6 +48,7 @@ def _hydra_files() -> list[Path]:
 def cli() -> None:
     """Hydra's main, with config errors on one line (exit 2) and an interrupt without a traceback."""
     secrets.guard_process()  # before Hydra prints or logs anything
+    interrupts.redeliver_swallowed()
     hub.go_offline_if_unreachable()  # before pipeline.run imports huggingface_hub, which reads it once
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report

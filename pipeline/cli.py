@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from pipeline import classifier, secrets
+from pipeline import classifier, interrupts, secrets
 from pipeline.errors import PipelineError
 from pipeline.schema import TrackingConfig
 
@@ -30,6 +30,7 @@ def text_columns(args: argparse.Namespace) -> list[str]:
 
 def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object], argv: list[str] | None) -> int:
     secrets.guard_process()  # --help prints the default tracking URI, which may hold a password
+    interrupts.redeliver_swallowed()
     args = parser.parse_args(argv)
     try:
         if args.batch_size < 1:

@@ -8,13 +8,38 @@ from __future__ import annotations
 import contextlib
 import functools
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
 
+# How long a swallowed interrupt waits before it is sent again: out of the garbage collection that swallowed it.
+REDELIVERY_DELAY_S = 0.05
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every `finally` runs."""
+
+
+def redeliver_swallowed() -> None:
+    """Send again an interrupt that Python swallowed: one raised inside a weakref callback or `__del__` is
+    printed as "Exception ignored" and dropped (cpython#95959), and the command went on as if never stopped."""
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            return previous(unraisable)
+        signum = signal.SIGTERM if isinstance(unraisable.exc_value, Interrupted) else signal.SIGINT
+        # From a thread, a moment later: sent now, it would be raised inside this hook and dropped again.
+        timer = threading.Timer(REDELIVERY_DELAY_S, signal.pthread_kill, (threading.main_thread().ident, signum))
+        timer.daemon = True
+        try:
+            timer.start()
+        except RuntimeError:  # the interpreter is shutting down: the command has finished anyway
+            previous(unraisable)
+
+    sys.unraisablehook = hook
 
 
 @contextlib.contextmanager

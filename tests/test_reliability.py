@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import optuna
@@ -208,6 +209,7 @@ def test_sigint_during_the_final_step_leaves_the_registry_as_it_was(crashed):
     while "best trial" not in log.read_text() and time.monotonic() < deadline:
         assert proc.poll() is None, log.read_text()[-3000:]
         time.sleep(0.05)
+    assert proc.poll() is None, "the final step ended before the test could interrupt it"
     proc.send_signal(signal.SIGINT)  # while the final model is loaded, scored, saved and logged
     assert proc.wait(timeout=120) == 130
     assert c.search_model_versions("name = 'ag_news_again'") == []
@@ -254,6 +256,26 @@ def test_deferred_interrupts_finish_the_registry_block_then_raise():
             done.append("registered, tagged and promoted")
     assert done == ["registered, tagged and promoted"]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_an_interrupt_python_swallows_in_a_weakref_callback_is_sent_again(monkeypatch):
+    """Python prints and drops a KeyboardInterrupt raised inside a weakref callback (cpython#95959): a Ctrl-C
+    landing in one, during the final step's garbage collection, let the command finish as if never stopped."""
+    monkeypatch.setattr(sys, "unraisablehook", sys.unraisablehook)  # restored after the test
+    interrupts.redeliver_swallowed()
+
+    class Model:
+        pass
+
+    def collected(_ref) -> None:
+        signal.raise_signal(signal.SIGINT)  # handled at once, inside the callback
+
+    model = Model()
+    ref = weakref.ref(model, collected)
+    with pytest.raises(KeyboardInterrupt):
+        del model  # Python drops the interrupt from the callback...
+        time.sleep(5)  # ...and it arrives again here
+    assert ref() is None
 
 
 def test_tracking_writes_finish_before_an_interrupt_and_reads_do_not():
