@@ -40,6 +40,7 @@ def sample():
     while True:
         peak[0] = max(peak[0], anon_mb()); time.sleep(0.002)
 threading.Thread(target=sample, daemon=True).start()
+import os; os.environ["TOKENIZERS_PARALLELISM"] = "true"  # as `python -m pipeline` tokenizes (harness turns it off)
 import harness
 from pipeline import data, model
 cfg = harness.config("model=minilm", "dataset=local", "dataset.data_dir=null", "dataset.train_file=" + sys.argv[2])

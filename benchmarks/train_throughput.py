@@ -70,7 +70,7 @@ def measure(variant: Variant, cfg, prep: harness.Prepared, steps: int) -> dict:
     trainer.train()
     seconds = time.perf_counter() - started
     samples = steps * args.per_device_train_batch_size
-    real_tokens = statistics.fmean(sum(mask) for mask in encoded["train"]["attention_mask"][:2000])
+    real_tokens = statistics.fmean(sum(t != tokenizer.pad_token_id for t in ids) for ids in encoded["train"]["input_ids"][:2000])
     return {
         "variant": variant.name,
         "samples": samples,
