@@ -46,8 +46,7 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
         checkpoints.drop_checkpoints(study, trial, cfg.checkpoint_dir)
         resume.drop_states(study, resume.states_dir(cfg.checkpoint_dir))
         log.info("best trial %d: %s=%.4f %s", trial.number, OBJECTIVE, trial.value, trial.params)
-        edges = at_bounds(trial.params, prep.space) if worth_widening(study, trial, len(prep.labels)) else []
-        for edge in edges:
+        for edge in widening_hints(study, trial, prep.space, len(prep.labels)):
             log.warning("best trial %d: %s in search.space=%s; widen the range there", trial.number, edge, cfg.space)
         prep.tracker.log_metrics(parent, {f"best_{OBJECTIVE}": trial.value})
         run_id = trial.user_attrs.get(RUN_ID_ATTR) or prep.tracker.trial_run_of(parent, trial.number)
@@ -62,6 +61,17 @@ def worth_widening(study: optuna.Study, best: optuna.trial.FrozenTrial, n_labels
     accuracy (nothing was learnt anywhere), nor when every completed trial scored the same."""
     values = {t.value for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])}
     return len(values) > 1 and best.value > 1 / n_labels + CHANCE_MARGIN
+
+
+def widening_hints(study: optuna.Study, best: optuna.trial.FrozenTrial, space: list, n_labels: int) -> list[str]:
+    """The best trial's values at an end of their range, where that points somewhere: an end that a trial
+    scoring as well stays away from did not make the best (with 1.0 reached at 1, 2 and 3 epochs, "3 is at
+    the upper end, widen" was wrong advice)."""
+    if not worth_widening(study, best, n_labels):
+        return []
+    complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    ties = [t.params for t in complete if t.value == best.value and t.number != best.number]
+    return at_bounds(best.params, space, ties=ties)
 
 
 def registered_before(prep: Prepared, best: BestTrial, parent: str) -> FinalModel | None:

@@ -105,17 +105,22 @@ def seeded_model_init(model_init: Callable, space: list[Param]) -> Callable:
     return init
 
 
-def at_bounds(params: dict[str, Any], space: list[Param], margin: float = 0.05) -> list[str]:
+def at_bounds(params: dict[str, Any], space: list[Param], margin: float = 0.05, ties: list[dict] = ()) -> list[str]:
     """Numeric values within `margin` (a fraction of the range, log-scaled for a log range) of an end of
-    their range: the optimum may lie outside the space. A searched `seed` has no optimum to miss."""
+    their range: the optimum may lie outside the space. A searched `seed` has no optimum to miss. `ties`:
+    the values of trials that scored as well; an end counts only where each of them sits at it too."""
     found = []
     for param in space:
-        value = params.get(param.name)
-        if param.type == "categorical" or param.name == "seed" or value is None or param.high == param.low:
-            continue
-        scale = math.log if param.log else float
-        position = (scale(value) - scale(param.low)) / (scale(param.high) - scale(param.low))
-        if position <= margin or position >= 1 - margin:
-            end = "lower" if position <= margin else "upper"
-            found.append(f"{param.name}={value:.3g} is at the {end} end of [{param.low:g}, {param.high:g}]")
+        end = _range_end(param, params.get(param.name), margin)
+        if end and all(_range_end(param, other.get(param.name), margin) == end for other in ties):
+            found.append(f"{param.name}={params[param.name]:.3g} is at the {end} end of [{param.low:g}, {param.high:g}]")
     return found
+
+
+def _range_end(param: Param, value: Any, margin: float) -> str | None:
+    """"lower" or "upper" where `value` lies within `margin` of that end of `param`'s range, else None."""
+    if param.type == "categorical" or param.name == "seed" or value is None or param.high == param.low:
+        return None
+    scale = math.log if param.log else float
+    position = (scale(value) - scale(param.low)) / (scale(param.high) - scale(param.low))
+    return "lower" if position <= margin else "upper" if position >= 1 - margin else None
