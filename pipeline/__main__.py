@@ -60,7 +60,7 @@ def cli() -> None:
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as err:
-        print(f"interrupted ({err or 'Ctrl-C'}): run the same command again to continue the study", file=sys.stderr)
+        print(f"interrupted ({str(err) or 'Ctrl-C'}): run the same command again to continue the study", file=sys.stderr)
         sys.exit(130)
 
 

@@ -105,10 +105,12 @@ def wait_for_training_trial(cwd: Path, proc: subprocess.Popen, timeout: float = 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL], ids=lambda s: s.name)
 def test_interrupted_search_resumes_with_nothing_lost(tmp_path, sig):
     command = search_command(tmp_path, learning_rate_space(tmp_path, [0.001, 0.003], 2), n_trials=2, epochs=2)
-    proc, _ = start(tmp_path, command)
+    proc, log = start(tmp_path, command)
     victim = wait_for_training_trial(tmp_path, proc)
     proc.send_signal(sig)
     code = proc.wait(timeout=120)
+    said = {signal.SIGINT: "interrupted (Ctrl-C)", signal.SIGTERM: "interrupted (signal 15)"}.get(sig)
+    assert said is None or f"{said}: run the same command again" in log.read_text()
     before = load_study(tmp_path).trials
     completed = {t.number: t.value for t in before if t.state == TrialState.COMPLETE}
     (trial_run,) = [r for r in runs(tmp_path, "trial") if r.data.tags[TRIAL_TAG] == str(victim)]
