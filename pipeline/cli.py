@@ -39,4 +39,7 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], ob
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C): run the same command again", file=sys.stderr)
+        return 130
     return 0

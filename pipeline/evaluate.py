@@ -135,8 +135,9 @@ def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Score
             mlflow.log_input(dataset, context="evaluation")
         report.log_confusion_matrix(client, run_id, scored, f"{model_uri} on {labelled.source}")
         client.set_model_version_tag(version.name, version.version, EVALUATION_TAG, run_id)
-    except BaseException:
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+    except BaseException as err:
+        status = RunStatus.KILLED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED
+        client.set_terminated(run_id, RunStatus.to_string(status))
         raise
     client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
     return run_id

@@ -3,6 +3,7 @@ on stdin; texts joined from their columns as training joins them."""
 from __future__ import annotations
 
 import csv
+import os
 import sys
 from pathlib import Path
 
@@ -83,9 +84,15 @@ def write_rows(rows: pd.DataFrame, output: str | None) -> None:
         rows.to_csv(sys.stdout, index=False)
         return
     path = Path(output)
-    writers = {".csv": lambda: rows.to_csv(path, index=False), ".jsonl": lambda: rows.to_json(path, orient="records", lines=True),
-               ".json": lambda: rows.to_json(path, orient="records"), ".parquet": lambda: rows.to_parquet(path, index=False)}
+    writers = {".csv": lambda to: rows.to_csv(to, index=False), ".jsonl": lambda to: rows.to_json(to, orient="records", lines=True),
+               ".json": lambda to: rows.to_json(to, orient="records"), ".parquet": lambda to: rows.to_parquet(to, index=False)}
     if path.suffix.lower() not in writers:
         raise PipelineError(f"--output={output}: unknown format {path.suffix!r}; use {', '.join(writers)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    writers[path.suffix.lower()]()
+    # Written beside it, then renamed into place whole: a failed or interrupted write leaves no half a file.
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        writers[path.suffix.lower()](partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

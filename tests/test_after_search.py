@@ -3,8 +3,10 @@ it on new labelled rows (an MLflow evaluation run linked to the version), and se
 `mlflow models serve`. One tiny search on a CSV of string labels, written fresh, makes the champion."""
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 
 import pandas as pd
@@ -13,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from devtools.commands import pipeline_env, run_pipeline, tracking_uri
 from devtools.services import free_port
+from pipeline import files
 from pipeline.evaluate import EVALUATION_TAG, MODEL_VERSION_TAG
 from pipeline.report import CONFUSION_MATRIX
 from pipeline.tracking import ROLE_TAG
@@ -83,6 +86,41 @@ def test_predict_classifies_csv_jsonl_parquet_and_stdin_keeping_the_rows_and_the
     printed = pd.read_csv(pd.io.common.StringIO(stdin.stdout))
     assert list(printed.columns) == ["text", "label", "score"]
     assert list(printed["label"]) == list(outputs["csv"]["label"])
+
+
+def test_ctrl_c_during_predict_exits_130_with_one_line_and_no_output_file(champion, tmp_path):
+    work, _, _ = champion
+    rows = pd.concat([new_texts()] * 20_000, ignore_index=True)  # 180,000 rows: seconds of classifying
+    rows.to_csv(tmp_path / "big.csv", index=False)
+    out, log = tmp_path / "labelled.csv", tmp_path / "predict.log"
+    with open(log, "w") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.predict", CHAMPION, "--input", str(tmp_path / "big.csv"),
+             "--text-columns", "body", "--output", str(out)], cwd=work, env=pipeline_env(), stderr=stderr,
+        )
+    deadline = time.monotonic() + 120
+    while "classify:" not in log.read_text() and time.monotonic() < deadline:
+        assert proc.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130, log.read_text()[-3000:]
+    said = log.read_text()
+    assert "interrupted (Ctrl-C): run the same command again" in said and "Traceback" not in said
+    assert sorted(tmp_path.iterdir()) == sorted([tmp_path / "big.csv", log])  # no labelled.csv, whole or half
+
+
+def test_an_output_that_fails_halfway_leaves_the_file_that_was_there(tmp_path):
+    class Unprintable:
+        def __str__(self) -> str:
+            raise OSError("disk full")  # what a write that fails halfway raises
+
+    out = tmp_path / "labelled.csv"
+    out.write_text("label,score\nsport,0.9\n")
+    rows = pd.DataFrame({"text": ["a"] * 5000 + [Unprintable()], "label": ["sport"] * 5001})
+    with pytest.raises(OSError, match="disk full"):
+        files.write_rows(rows, str(out))
+    assert out.read_text() == "label,score\nsport,0.9\n"
+    assert list(tmp_path.iterdir()) == [out]  # nothing half-written beside it either
 
 
 def test_predict_prints_a_label_and_its_score_per_text_on_the_command_line(champion):
