@@ -1,6 +1,5 @@
 """Entry point: `python -m pipeline +experiment=ag_news [key=value ...]` (Hydra; `-m` for multirun)."""
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -18,16 +17,12 @@ from pipeline.errors import PipelineError
 schema.register()
 
 
-def _raise_interrupted(signum: int, frame) -> None:
-    raise interrupts.Interrupted(f"signal {signum}")
-
-
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig):
     """One job: its registered model (a multirun's BestJob callback compares them), or None."""
     from pipeline.run import run  # heavy imports after Hydra has validated the config
 
-    signal.signal(signal.SIGTERM, _raise_interrupted)
+    interrupts.stop_on_sigterm()
     secrets.redact_files(_hydra_files())
     try:
         return run(cfg)
@@ -60,7 +55,7 @@ def cli() -> None:
         print(f"error: {one_line(err)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as err:
-        print(f"interrupted ({str(err) or 'Ctrl-C'}): run the same command again to continue the study", file=sys.stderr)
+        print(f"interrupted ({interrupts.what(err)}): run the same command again to continue the study", file=sys.stderr)
         sys.exit(130)
 
 

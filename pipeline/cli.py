@@ -31,6 +31,7 @@ def text_columns(args: argparse.Namespace) -> list[str]:
 def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], object], argv: list[str] | None) -> int:
     secrets.guard_process()  # --help prints the default tracking URI, which may hold a password
     interrupts.redeliver_swallowed()
+    interrupts.stop_on_sigterm()
     args = parser.parse_args(argv)
     try:
         if args.batch_size < 1:
@@ -39,7 +40,7 @@ def main(parser: argparse.ArgumentParser, run: Callable[[argparse.Namespace], ob
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C): run the same command again", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"interrupted ({interrupts.what(err)}): run the same command again", file=sys.stderr)
         return 130
     return 0

@@ -17,7 +17,7 @@ from mlflow.entities import Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from pipeline import classifier, cli, data, files, report
+from pipeline import classifier, cli, data, files, interrupts, report
 from pipeline.errors import PipelineError
 from pipeline.registry import TEST_METRIC
 from pipeline.scoring import PER_CLASS, Scored, metric_name
@@ -117,7 +117,7 @@ def summary(uri: str, labelled: Labelled, scored: Scored, metrics: dict[str, flo
 def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Scored, quantized: bool = False) -> str:
     """An MLflow run in the version's experiment: metrics, the data as an input, the confusion matrix, and
     whether the model ran int8-quantized (param `quantized`)."""
-    client = MlflowClient(tracking_uri, tracking_uri)
+    client = interrupts.HeldDuringWrites(MlflowClient(tracking_uri, tracking_uri))  # Ctrl-C: no half a write
     experiment_id = client.get_run(version.run_id).info.experiment_id
     model_uri = f"models:/{version.name}/{version.version}"
     tags = {ROLE_TAG: "evaluation", MODEL_VERSION_TAG: model_uri, MLFLOW_RUN_NAME: f"evaluate-{version.name}-v{version.version}"}

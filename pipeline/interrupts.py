@@ -7,39 +7,64 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import queue
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 
 # How long a swallowed interrupt waits before it is sent again: out of the garbage collection that swallowed it.
 REDELIVERY_DELAY_S = 0.05
+_swallowed: queue.SimpleQueue[int] | None = None  # signals to send again, once redeliver_swallowed has run
 
 
 class Interrupted(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every `finally` runs."""
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM (a preemption, `kill`) stops the command like Ctrl-C: every `finally` and cleanup runs."""
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
+def what(err: KeyboardInterrupt) -> str:
+    """'Ctrl-C', or the signal an `Interrupted` was raised for."""
+    return str(err) or "Ctrl-C"
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(f"signal {signum}")
+
+
 def redeliver_swallowed() -> None:
     """Send again an interrupt that Python swallowed: one raised inside a weakref callback or `__del__` is
     printed as "Exception ignored" and dropped (cpython#95959), and the command went on as if never stopped."""
+    global _swallowed
+    if getattr(sys.unraisablehook, "redelivers", False):
+        return
+    if _swallowed is None:  # put() is safe inside garbage collection: no lock taken, no thread started there
+        _swallowed = queue.SimpleQueue()
+        threading.Thread(target=_send_again, args=(_swallowed,), name="redeliver-interrupts", daemon=True).start()
     previous = sys.unraisablehook
 
     def hook(unraisable: Any) -> None:
         if not isinstance(unraisable.exc_value, KeyboardInterrupt):
             return previous(unraisable)
-        signum = signal.SIGTERM if isinstance(unraisable.exc_value, Interrupted) else signal.SIGINT
-        # From a thread, a moment later: sent now, it would be raised inside this hook and dropped again.
-        timer = threading.Timer(REDELIVERY_DELAY_S, signal.pthread_kill, (threading.main_thread().ident, signum))
-        timer.daemon = True
-        try:
-            timer.start()
-        except RuntimeError:  # the interpreter is shutting down: the command has finished anyway
-            previous(unraisable)
+        _swallowed.put(signal.SIGTERM if isinstance(unraisable.exc_value, Interrupted) else signal.SIGINT)
 
+    hook.redelivers = True
     sys.unraisablehook = hook
+
+
+def _send_again(signals: queue.SimpleQueue) -> None:
+    """From a thread, a moment later: sent at once, the signal would be raised inside the hook and dropped again."""
+    while True:
+        signum = signals.get()
+        time.sleep(REDELIVERY_DELAY_S)
+        signal.pthread_kill(threading.main_thread().ident, signum)
 
 
 @contextlib.contextmanager

@@ -53,7 +53,7 @@ def make_model_init(cfg: ModelConfig, labels: list[str]) -> Callable[[], PreTrai
     if cfg.name_or_path is None and cfg.package is None:
         config = BertConfig(num_labels=len(labels), id2label=id2label, label2id=label2id, **cfg.tiny_config)
         return lambda: BertForSequenceClassification(config)  # seeded by the Trainer before each call
-    with _without_load_report():
+    with _load_report_held() as report:
         base, info = _from_source(
             AutoModelForSequenceClassification.from_pretrained,
             weights_source(cfg),
@@ -65,7 +65,11 @@ def make_model_init(cfg: ModelConfig, labels: list[str]) -> Callable[[], PreTrai
         )
     # Weights the checkpoint lacks (the classifier head) are re-drawn per call, under the trial's seed.
     fresh_modules = sorted({key.rsplit(".", 1)[0] for key in info["missing_keys"]})
-    _report_loading(base, info["missing_keys"], fresh_modules, cfg)
+    if _encoder_incomplete(base, info):
+        report.release()  # transformers' table: the checkpoint does not fit the encoder
+    else:
+        head = f"a new classification head ({', '.join(fresh_modules)})" if fresh_modules else "its classification head"
+        log.info("model=%s: %s with %s", cfg.name, type(base).__name__, head)
 
     def model_init() -> PreTrainedModel:
         model = copy.deepcopy(base)
@@ -76,30 +80,46 @@ def make_model_init(cfg: ModelConfig, labels: list[str]) -> Callable[[], PreTrai
     return model_init
 
 
+class _HeldReport:
+    """transformers' "LOAD REPORT" table, held back: on every run it lists the classifier head fine-tuning adds."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger("transformers.modeling_utils")
+        self.records: list[logging.LogRecord] = []
+
+    def __call__(self, record: logging.LogRecord) -> bool:
+        if "LOAD REPORT" not in record.getMessage():
+            return True
+        self.records.append(record)
+        return False
+
+    def release(self) -> None:
+        for record in self.records:
+            self.logger.handle(record)
+        self.records.clear()
+
+
 @contextlib.contextmanager
-def _without_load_report() -> Iterator[None]:
-    """Without transformers' table of the keys a checkpoint lacks, printed on every run: for a base
-    checkpoint that is the classifier head fine-tuning adds, and `_report_loading` says what matters."""
-    logger = logging.getLogger("transformers.modeling_utils")
-    table = logging.Filter()
-    table.filter = lambda record: "LOAD REPORT" not in record.getMessage()
-    logger.addFilter(table)
+def _load_report_held() -> Iterator[_HeldReport]:
+    """Hold transformers' load report; printed after all if loading fails (its error points at the table)."""
+    report, failed = _HeldReport(), True
+    report.logger.addFilter(report)
     try:
-        yield
+        yield report
+        failed = False
     finally:
-        logger.removeFilter(table)
+        report.logger.removeFilter(report)
+        if failed:
+            report.release()
 
 
-def _report_loading(base: PreTrainedModel, missing: list[str], fresh: list[str], cfg: ModelConfig) -> None:
-    """One line for the new head; a warning when the checkpoint also lacks weights of the encoder."""
-    encoder = [key for key in missing if key.startswith(f"{base.base_model_prefix}.")]
-    if encoder:
-        log.warning(
-            "model=%s: the checkpoint lacks %d weights of the encoder itself (%s%s), drawn at random: "
-            "is it a checkpoint of this architecture?", cfg.name, len(encoder), ", ".join(encoder[:3]),
-            ", ..." if len(encoder) > 3 else "",
-        )
-    log.info("model=%s: %s with a new classification head (%s)", cfg.name, type(base).__name__, ", ".join(fresh) or "none")
+def _encoder_incomplete(base: PreTrainedModel, info: dict) -> bool:
+    """Whether the checkpoint lacks, or brings extra, weights of the encoder itself (not only of a task head
+    or the pooler), or has weights of another shape: then it does not fit this architecture."""
+    encoder = f"{base.base_model_prefix}."
+    keys = [*info["missing_keys"], *info["unexpected_keys"]]
+    inside = [k for k in keys if k.startswith(encoder) and not k.startswith(f"{encoder}pooler.")]
+    return bool(inside or info.get("mismatched_keys"))
 
 
 def weights_source(cfg: ModelConfig) -> str:

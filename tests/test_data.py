@@ -111,6 +111,26 @@ def test_tokenize_keeps_lengths_unpadded(release_dir):
     assert max(lengths) == 8 and "text" not in tokenized["train"].column_names
 
 
+def test_tokenize_keeps_ids_and_only_token_types_that_carry_something(release_dir):
+    """The collator makes the attention mask; BERT's token types of one text are all 0, but a tokenizer
+    that marks [CLS] with type 2 (as Funnel does) keeps them."""
+    from tokenizers.processors import TemplateProcessing
+
+    from pipeline.model import load_tokenizer
+
+    cfg = compose_config("model=tiny", f"dataset.data_dir={release_dir}")
+    splits = data.load_splits(cfg.dataset, seed=0)
+    bert = load_tokenizer(cfg.model)
+    assert data.tokenize(splits, bert, max_length=8)["train"].column_names == ["label", "input_ids"]
+    funnel_like = load_tokenizer(cfg.model)
+    funnel_like.backend_tokenizer.post_processor = TemplateProcessing(
+        single="[CLS]:2 $A:0 [SEP]:0", special_tokens=[("[CLS]", bert.cls_token_id), ("[SEP]", bert.sep_token_id)],
+    )
+    tokenized = data.tokenize(splits, funnel_like, max_length=8)["train"]
+    assert tokenized.column_names == ["label", "input_ids", "token_type_ids"]
+    assert tokenized[0]["token_type_ids"][:2] == [2, 0]
+
+
 def test_tokenized_splits_are_reused_across_runs_from_the_datasets_cache(release_dir):
     from pipeline.model import load_tokenizer
 
