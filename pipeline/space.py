@@ -118,7 +118,7 @@ def at_bounds(params: dict[str, Any], space: list[Param], margin: float = 0.05, 
 
 
 def _range_end(param: Param, value: Any, margin: float) -> str | None:
-    """"lower" or "upper" where `value` lies within `margin` of that end of `param`'s range, else None."""
+    """'lower' or 'upper' where `value` lies within `margin` of that end of `param`'s range, else None."""
     if param.type == "categorical" or param.name == "seed" or value is None or param.high == param.low:
         return None
     scale = math.log if param.log else float
