@@ -13,11 +13,11 @@ from pathlib import Path
 
 import mlflow
 import pandas as pd
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from pipeline import classifier, cli, data, files, interrupts, report
+from pipeline import classifier, cli, data, files, interrupts, report, tracking
 from pipeline.errors import PipelineError
 from pipeline.registry import TEST_METRIC
 from pipeline.scoring import PER_CLASS, Scored, metric_name
@@ -122,7 +122,7 @@ def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Score
     model_uri = f"models:/{version.name}/{version.version}"
     tags = {ROLE_TAG: "evaluation", MODEL_VERSION_TAG: model_uri, MLFLOW_RUN_NAME: f"evaluate-{version.name}-v{version.version}"}
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
-    try:
+    with tracking.ended_as_the_block_ends(client, run_id):
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scored.metrics().items()],
                          params=[Param("quantized", str(quantized).lower())])
@@ -135,11 +135,6 @@ def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Score
             mlflow.log_input(dataset, context="evaluation")
         report.log_confusion_matrix(client, run_id, scored, f"{model_uri} on {labelled.source}")
         client.set_model_version_tag(version.name, version.version, EVALUATION_TAG, run_id)
-    except BaseException as err:
-        status = RunStatus.KILLED if isinstance(err, KeyboardInterrupt) else RunStatus.FAILED
-        client.set_terminated(run_id, RunStatus.to_string(status))
-        raise
-    client.set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
     return run_id
 
 

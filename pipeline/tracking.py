@@ -124,15 +124,8 @@ class Tracker:
     def running(self, run_id: str) -> Iterator[str]:
         """Mark `run_id` RUNNING for the block; FINISHED, KILLED (interrupt) or FAILED after it."""
         self.client.update_run(run_id, status="RUNNING")
-        status = "FAILED"
-        try:
+        with ended_as_the_block_ends(self.client, run_id):
             yield run_id
-            status = "FINISHED"
-        except KeyboardInterrupt:
-            status = "KILLED"
-            raise
-        finally:
-            self.client.set_terminated(run_id, status)
 
     def set_tag(self, run_id: str, key: str, value: str) -> None:
         """Set a tag, also when another worker sets the same one on a shared run at the same moment."""
@@ -211,6 +204,20 @@ class Tracker:
         if error:
             self.set_tag(run_id, ERROR_TAG, error)
         self.client.set_terminated(run_id, RunStatus.to_string(status))
+
+
+@contextlib.contextmanager
+def ended_as_the_block_ends(client: MlflowClient, run_id: str) -> Iterator[None]:
+    """End `run_id` after the block: FINISHED, KILLED (Ctrl-C, SIGTERM) or FAILED (an error)."""
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run_id, status)
 
 
 def again_on_lost_race(write: Callable[[], object]) -> None:
