@@ -56,20 +56,19 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
     return best if readable else dataclasses.replace(best, checkpoint=None)
 
 
-def worth_widening(study: optuna.Study, best: optuna.trial.FrozenTrial, n_labels: int) -> bool:
+def worth_widening(complete: list[optuna.trial.FrozenTrial], best: optuna.trial.FrozenTrial, n_labels: int) -> bool:
     """Whether a best value at an end of its range says anything: not when the best trial is at chance
     accuracy (nothing was learnt anywhere), nor when every completed trial scored the same."""
-    values = {t.value for t in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])}
-    return len(values) > 1 and best.value > 1 / n_labels + CHANCE_MARGIN
+    return len({t.value for t in complete}) > 1 and best.value > 1 / n_labels + CHANCE_MARGIN
 
 
 def widening_hints(study: optuna.Study, best: optuna.trial.FrozenTrial, space: list, n_labels: int) -> list[str]:
     """The best trial's values at an end of their range, where that points somewhere: an end that a trial
     scoring as well stays away from did not make the best (with 1.0 reached at 1, 2 and 3 epochs, "3 is at
     the upper end, widen" was wrong advice)."""
-    if not worth_widening(study, best, n_labels):
-        return []
     complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
+    if not worth_widening(complete, best, n_labels):
+        return []
     ties = [t.params for t in complete if t.value == best.value and t.number != best.number]
     return at_bounds(best.params, space, ties=ties)
 

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,7 +105,7 @@ def seeded_model_init(model_init: Callable, space: list[Param]) -> Callable:
     return init
 
 
-def at_bounds(params: dict[str, Any], space: list[Param], margin: float = 0.05, ties: list[dict] = ()) -> list[str]:
+def at_bounds(params: dict[str, Any], space: list[Param], margin: float = 0.05, ties: Sequence[dict] = ()) -> list[str]:
     """Numeric values within `margin` (a fraction of the range, log-scaled for a log range) of an end of
     their range: the optimum may lie outside the space. A searched `seed` has no optimum to miss. `ties`:
     the values of trials that scored as well; an end counts only where each of them sits at it too."""

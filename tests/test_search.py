@@ -164,11 +164,11 @@ def test_a_best_value_at_a_range_end_is_worth_a_warning_only_when_something_was_
         return study
 
     learnt = study_with([0.61, 0.82, 0.75])
-    assert worth_widening(learnt, learnt.best_trial, n_labels=4)
+    assert worth_widening(learnt.trials, learnt.best_trial, n_labels=4)
     chance = study_with([0.24, 0.26, 0.25])  # four classes: nothing learnt anywhere
-    assert not worth_widening(chance, chance.best_trial, n_labels=4)
+    assert not worth_widening(chance.trials, chance.best_trial, n_labels=4)
     flat = study_with([0.8, 0.8])  # every trial the same: no direction to widen in
-    assert not worth_widening(flat, flat.best_trial, n_labels=4)
+    assert not worth_widening(flat.trials, flat.best_trial, n_labels=4)
 
 
 def test_an_end_of_the_range_is_reported_only_when_no_trial_as_good_stays_away_from_it():
