@@ -1,11 +1,10 @@
 """Tokenizer and `model_init` for hub, package-shipped (offline) and config-built tiny models."""
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.resources
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from transformers import (
@@ -53,7 +52,7 @@ def make_model_init(cfg: ModelConfig, labels: list[str]) -> Callable[[], PreTrai
     if cfg.name_or_path is None and cfg.package is None:
         config = BertConfig(num_labels=len(labels), id2label=id2label, label2id=label2id, **cfg.tiny_config)
         return lambda: BertForSequenceClassification(config)  # seeded by the Trainer before each call
-    with _load_report_held() as report:
+    with _HeldReport() as report:
         base, info = _from_source(
             AutoModelForSequenceClassification.from_pretrained,
             weights_source(cfg),
@@ -81,7 +80,8 @@ def make_model_init(cfg: ModelConfig, labels: list[str]) -> Callable[[], PreTrai
 
 
 class _HeldReport:
-    """transformers' "LOAD REPORT" table, held back: on every run it lists the classifier head fine-tuning adds."""
+    """transformers' "LOAD REPORT" table, held back for the block: on every run it lists the classifier head
+    fine-tuning adds. Printed after all if loading fails (transformers' error points at the table)."""
 
     def __init__(self) -> None:
         self.logger = logging.getLogger("transformers.modeling_utils")
@@ -93,24 +93,19 @@ class _HeldReport:
         self.records.append(record)
         return False
 
+    def __enter__(self) -> _HeldReport:
+        self.logger.addFilter(self)
+        return self
+
+    def __exit__(self, failed: type | None, *_: object) -> None:
+        self.logger.removeFilter(self)
+        if failed is not None:
+            self.release()
+
     def release(self) -> None:
         for record in self.records:
             self.logger.handle(record)
         self.records.clear()
-
-
-@contextlib.contextmanager
-def _load_report_held() -> Iterator[_HeldReport]:
-    """Hold transformers' load report; printed after all if loading fails (its error points at the table)."""
-    report, failed = _HeldReport(), True
-    report.logger.addFilter(report)
-    try:
-        yield report
-        failed = False
-    finally:
-        report.logger.removeFilter(report)
-        if failed:
-            report.release()
 
 
 def _encoder_incomplete(base: PreTrainedModel, info: dict) -> bool:
