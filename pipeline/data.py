@@ -219,19 +219,20 @@ def _read(cfg: DatasetConfig) -> tuple[Dataset, Dataset | None]:
 
 
 def _load_local(files: dict[str, str]) -> DatasetDict:
-    suffixes = {Path(p).suffix.lower() for p in files.values()}
+    """Each file read in its own format (train JSONL and test Parquet is fine), one at a time, so that an
+    error names the file at fault."""
+    formats = {}
     for split, path in files.items():
         if not Path(path).is_file():
             raise PipelineError(f"dataset.{split}_file={path}: no such file")
-    if len(suffixes) != 1 or (fmt := _FILE_FORMATS.get(suffixes.pop())) is None:
-        raise PipelineError(
-            f"dataset.train_file/test_file: use one format of {', '.join(_FILE_FORMATS)} for all files"
-        )
-    if fmt == "csv":
-        for split, path in files.items():
+        formats[split] = _FILE_FORMATS.get(Path(path).suffix.lower())
+        if formats[split] is None:
+            raise PipelineError(
+                f"dataset.{split}_file={path}: unknown format {Path(path).suffix!r}; use {', '.join(_FILE_FORMATS)}"
+            )
+        if formats[split] == "csv":
             check_csv_fields(Path(path), f"dataset.{split}_file={path}")
-    # One file at a time, so that an error names the file at fault.
-    return DatasetDict({split: _load_files(fmt, {split: path})[split] for split, path in files.items()})
+    return DatasetDict({split: _load_files(formats[split], {split: path})[split] for split, path in files.items()})
 
 
 def _load_files(fmt: str, files: dict[str, str], **kwargs) -> DatasetDict:

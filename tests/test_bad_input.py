@@ -107,6 +107,10 @@ CASES = {
                         write_csv(p / "v.csv", "text,label\nx,1\ny,\nz,2\n")),
         "dataset.test_file", "'label': a label is empty",
     ),
+    "unknown_file_format": (
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.xlsx", "not read")),
+        "dataset.test_file=", "unknown format '.xlsx'; use .csv, .json, .jsonl, .parquet",
+    ),
     "only_one_class": (lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,a\n" * 20)), "'label'", "only one class"),
     "empty_split": (
         lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.csv", "text,label\n")),

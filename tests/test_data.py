@@ -93,6 +93,16 @@ def test_local_integer_labels_sort_numerically(tmp_path):
     assert splits["test"]["label"] == [0, 1, 2]
 
 
+def test_train_and_test_files_may_each_have_their_own_format(tmp_path):
+    train, test = tmp_path / "train.jsonl", tmp_path / "test.parquet"
+    pd.read_csv(local_csv(tmp_path / "t.csv", [2, 10, 1] * 10)).to_json(train, orient="records", lines=True)
+    pd.read_csv(local_csv(tmp_path / "v.csv", [1, 2, 10], ["one", "two", "ten"])).to_parquet(test)
+    cfg = dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}", "dataset.label_column=topic", "dataset.text_columns=[headline]")
+    splits = data.load_splits(cfg, seed=0)
+    assert data.label_names(splits) == ["1", "2", "10"]
+    assert splits["test"]["text"] == ["one", "two", "ten"] and splits["test"]["label"] == [0, 1, 2]
+
+
 def test_test_label_outside_training_labels_is_rejected(tmp_path):
     train = local_csv(tmp_path / "train.csv", ["a", "b"] * 10)
     test = local_csv(tmp_path / "test.csv", ["a", "c"])
