@@ -58,14 +58,15 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
 
 def worth_widening(complete: list[optuna.trial.FrozenTrial], best: optuna.trial.FrozenTrial, n_labels: int) -> bool:
     """Whether a best value at an end of its range says anything: not when the best trial is at chance
-    accuracy (nothing was learnt anywhere), nor when every completed trial scored the same."""
-    return len({t.value for t in complete}) > 1 and best.value > 1 / n_labels + CHANCE_MARGIN
+    accuracy (nothing was learnt anywhere), nor when every completed trial scored the same, nor when the best
+    is perfect (1.0: no value outside the range can score higher)."""
+    return len({t.value for t in complete}) > 1 and 1 / n_labels + CHANCE_MARGIN < best.value < 1.0
 
 
 def widening_hints(study: optuna.Study, best: optuna.trial.FrozenTrial, space: list, n_labels: int) -> list[str]:
     """The best trial's values at an end of their range, where that points somewhere: an end that a trial
-    scoring as well stays away from did not make the best (with 1.0 reached at 1, 2 and 3 epochs, "3 is at
-    the upper end, widen" was wrong advice)."""
+    scoring as well stays away from did not make the best (with the best score reached at 1, 2 and 3 epochs,
+    "3 is at the upper end, widen" was wrong advice)."""
     complete = study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE])
     if not worth_widening(complete, best, n_labels):
         return []

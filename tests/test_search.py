@@ -169,6 +169,8 @@ def test_a_best_value_at_a_range_end_is_worth_a_warning_only_when_something_was_
     assert not worth_widening(chance.trials, chance.best_trial, n_labels=4)
     flat = study_with([0.8, 0.8])  # every trial the same: no direction to widen in
     assert not worth_widening(flat.trials, flat.best_trial, n_labels=4)
+    perfect = study_with([0.83, 1.0])  # no value outside the range can beat 1.0
+    assert not worth_widening(perfect.trials, perfect.best_trial, n_labels=4)
 
 
 def test_an_end_of_the_range_is_reported_only_when_no_trial_as_good_stays_away_from_it():
@@ -181,14 +183,14 @@ def test_an_end_of_the_range_is_reported_only_when_no_trial_as_good_stays_away_f
         "learning_rate": optuna.distributions.FloatDistribution(1e-5, 1e-4, log=True),
     }
     study = optuna.create_study(direction="maximize")
-    for value, epochs in [(1.0, 3), (0.31, 1), (1.0, 2), (1.0, 3)]:
+    for value, epochs in [(0.9, 3), (0.31, 1), (0.9, 2), (0.9, 3)]:
         params = {"per_device_train_batch_size": 16, "num_train_epochs": epochs, "learning_rate": 3e-5}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value))
     assert study.best_trial.number == 0
-    assert widening_hints(study, study.best_trial, space, n_labels=3) == []  # trial 2 scored 1.0 at 2 epochs
+    assert widening_hints(study, study.best_trial, space, n_labels=3) == []  # trial 2 scored 0.9 at 2 epochs
     study.add_trial(optuna.trial.create_trial(  # now the only best, at 3 epochs and 9.5e-5
         params={"per_device_train_batch_size": 8, "num_train_epochs": 3, "learning_rate": 9.5e-5},
-        distributions=distributions, value=1.0 + 1e-9,
+        distributions=distributions, value=0.9 + 1e-9,
     ))
     assert widening_hints(study, study.best_trial, space, n_labels=3) == [
         "num_train_epochs=3 is at the upper end of [1, 3]",
