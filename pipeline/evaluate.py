@@ -127,11 +127,12 @@ def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Score
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scored.metrics().items()],
                          params=[Param("quantized", str(quantized).lower())])
         path = labelled.source.split("=", 1)[1]
-        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both readings are the local file
+        mlflow.set_tracking_uri(tracking_uri)
+        # Quieted: "can be interpreted in multiple ways" (both readings are the local file), and the schema's
+        # hint on integer columns (about serving a model with that schema, which this dataset is not).
+        with warnings.catch_warnings(), mlflow.start_run(run_id=run_id):
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(labelled.rows, source=path, name=Path(path).name)
-        mlflow.set_tracking_uri(tracking_uri)
-        with mlflow.start_run(run_id=run_id):
             mlflow.log_input(dataset, context="evaluation")
         report.log_confusion_matrix(client, run_id, scored, f"{model_uri} on {labelled.source}")
         client.set_model_version_tag(version.name, version.version, EVALUATION_TAG, run_id)
