@@ -13,7 +13,7 @@ import optuna
 from transformers import AutoModelForSequenceClassification
 from transformers.trainer_utils import PredictionOutput
 
-from pipeline import checkpoints, model_card, registry, report, resume, torchrun
+from pipeline import checkpoints, model_card, progress, registry, report, resume, torchrun
 from pipeline.outbox import RunRef
 from pipeline.prepare import Prepared
 from pipeline.registry import F1_METRIC, TEST_METRIC, FinalModel
@@ -115,7 +115,8 @@ def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer
         trainer = prep.trainer(best.params, [])
         trainer.model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint).to(trainer.args.device)
         return trainer
-    trainer = prep.trainer(best.params, [EpochMetrics(prep.tracker, RunRef(run_id), prefix="final_")])
+    trainer = prep.trainer(best.params, [EpochMetrics(prep.tracker, RunRef(run_id), prefix="final_"), progress.TrainingProgress()])
+    progress.use_bars_only(trainer)
     trainer.train()
     prep.tracker.outbox.drain()  # its per-epoch metrics are in MLflow before the model is logged
     return trainer

@@ -105,26 +105,50 @@ def params_text(params: dict[str, Any]) -> str:
     return " ".join(f"{SHORT.get(k, k)}={v:.3g}" if isinstance(v, float) else f"{SHORT.get(k, k)}={v}" for k, v in params.items())
 
 
-class TrialProgress(TrainerCallback):
+class EpochAccuracies(TrainerCallback):
+    """A training's validation accuracy after each epoch, and when it started."""
+
+    def __init__(self) -> None:
+        self.training_started, self.accuracies = 0.0, []
+
+    def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
+        self.training_started, self.accuracies = time.monotonic(), []
+
+    def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if metrics and OBJECTIVE in metrics:
+            self.accuracies.append(metrics[OBJECTIVE])
+
+    def by_epoch(self) -> str:
+        return " ".join(f"{a:.3f}" for a in self.accuracies) or "-"
+
+
+class TrainingProgress(EpochAccuracies):
+    """A training outside the search (mode=train, or the best trial trained again): `trained params | acc
+    per epoch | in time`, one line instead of the Trainer's dict at every logging step and evaluation."""
+
+    def on_train_end(self, args, state, control, **kwargs: Any) -> None:
+        params = {name: getattr(args, name) for name in SHORT}
+        log.info("trained %s | %s by epoch: %s | in %s", params_text(params), OBJECTIVE, self.by_epoch(),
+                 _clock(time.monotonic() - self.training_started))
+
+
+class TrialProgress(EpochAccuracies):
     """After each trial: `trial i/N (#number) params | acc per epoch | complete/pruned | elapsed, ~left`."""
 
     def __init__(self, trainer, n_trials: int, timeout: float | None = None) -> None:
+        super().__init__()
         self.trainer, self.n_trials, self.timeout = trainer, n_trials, timeout
-        self.done, self.started, self.trial_started = 0, time.monotonic(), 0.0
-        self.accuracies: list[float] = []
+        self.done, self.started = 0, time.monotonic()
         self.resumed = ""  # what a retried trial continued from
 
     def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
-        self.trial_started, self.accuracies, self.resumed = time.monotonic(), [], ""
+        super().on_train_begin(args, state, control, **kwargs)
+        self.resumed = ""
         resumed = self.trainer.resumer.resumed if getattr(self.trainer, "resumer", None) else None
         if resumed is not None and resumed.epoch:  # the epochs it continues from
             earlier = sorted(resumed.earlier.intermediate_values.items())
             self.accuracies = [value for step, value in earlier if step <= resumed.epoch]
             self.resumed = f" (resumed #{resumed.trial} after epoch {resumed.epoch})"
-
-    def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
-        if metrics and OBJECTIVE in metrics:
-            self.accuracies.append(metrics[OBJECTIVE])
 
     def on_train_end(self, args, state, control, **kwargs: Any) -> None:
         trial = current_trial(self.trainer)
@@ -138,10 +162,9 @@ class TrialProgress(TrainerCallback):
         now = time.monotonic()
         elapsed = now - self.started
         left = time_left(elapsed, self.done, self.n_trials, self.timeout)
-        accuracies = " ".join(f"{a:.3f}" for a in self.accuracies) or "-"
         return (
             f"trial {self.done}/{self.n_trials} (#{number}) {params_text(params)} | {OBJECTIVE} by epoch: "
-            f"{accuracies} | {outcome}{self.resumed} in {_clock(now - self.trial_started)} | "
+            f"{self.by_epoch()} | {outcome}{self.resumed} in {_clock(now - self.training_started)} | "
             f"elapsed {_clock(elapsed)}, ~{_clock(left)} left"
         )
 

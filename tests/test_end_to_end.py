@@ -1,4 +1,6 @@
 """The real entry point (`python -m pipeline`) in a subprocess, on the tiny model and real AG News rows."""
+import re
+
 import pytest
 from optuna.trial import TrialState
 
@@ -150,6 +152,10 @@ def test_train_mode_trains_once_and_registers(tmp_path):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "final_eval_accuracy")] == [1, 2]
     assert not runs_by_role(client, "study") and not (tmp_path / "mlruns" / "optuna.db").exists()
     assert str(client.get_model_version_by_alias("ag_news", "champion").version) == "1"
+    # The terminal: one line for the training, its accuracy per epoch as MLflow has it; no Trainer dicts.
+    accuracies = " ".join(f"{m.value:.3f}" for m in client.get_metric_history(run.info.run_id, "final_eval_accuracy"))
+    assert f"trained batch=16 epochs=2 lr=0.001 | eval_accuracy by epoch: {accuracies} | in " in result.stdout, result.stdout
+    assert not re.search(r"\{'(loss|eval_loss|train_runtime)'", result.stdout + result.stderr), result.stdout
 
 
 def test_search_timeout_starts_no_trial_after_it_runs_out(tmp_path):
