@@ -305,10 +305,10 @@ def _label_mapping(ds: Dataset, label_column: str, names: list[str] | None, sour
         names = feature.names if isinstance(feature, ClassLabel) else _infer_names(distinct, where)
         if len(names) < 2:
             raise PipelineError(f"{source}: only one class ({names[0]!r}) in {label_column!r}; need two or more")
-        if not isinstance(feature, ClassLabel) and len(names) > len(ds) / 2:  # fewer than 2 rows a class
+        if not isinstance(feature, ClassLabel) and len(names) > len(ds) / 2:
             raise PipelineError(
-                f"{where} has {len(names)} distinct values in {len(ds)} rows: texts or ids, not class labels? set "
-                f"dataset.label_column to the column of labels (columns: {', '.join(ds.column_names)})"
+                f"{where} has {len(names)} distinct values in {len(ds)} rows, fewer than 2 rows a class: texts or ids? "
+                f"set dataset.label_column to the column of class labels (columns: {', '.join(ds.column_names)}), or add rows"
             )
     as_name = feature.int2str if isinstance(feature, ClassLabel) else str
     unknown = sorted({as_name(v) for v in distinct} - set(names))

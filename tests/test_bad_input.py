@@ -113,7 +113,7 @@ CASES = {
     ),
     "label_column_of_texts": (
         lambda p: local(write_csv(p / "t.csv", "text,label\n" + "".join(f"row {i},a\n" for i in range(40)))) + ["dataset.label_column=text"],
-        "'text' has 40 distinct values in 40 rows", "set dataset.label_column to the column of labels (columns: text, label)",
+        "'text' has 40 distinct values in 40 rows", "set dataset.label_column to the column of class labels (columns: text, label)",
     ),
     "only_one_class": (lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,a\n" * 20)), "'label'", "only one class"),
     "empty_split": (
