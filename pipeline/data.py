@@ -221,15 +221,15 @@ def _read(cfg: DatasetConfig) -> tuple[Dataset, Dataset | None]:
 def _load_local(files: dict[str, str]) -> DatasetDict:
     """Each file read in its own format (train JSONL and test Parquet is fine), one at a time, so that an
     error names the file at fault."""
-    formats = {}
+    formats: dict[str, str] = {}
     for split, path in files.items():
         if not Path(path).is_file():
             raise PipelineError(f"dataset.{split}_file={path}: no such file")
-        formats[split] = _FILE_FORMATS.get(Path(path).suffix.lower())
-        if formats[split] is None:
-            raise PipelineError(
-                f"dataset.{split}_file={path}: unknown format {Path(path).suffix!r}; use {', '.join(_FILE_FORMATS)}"
-            )
+        suffix = Path(path).suffix.lower()
+        if suffix not in _FILE_FORMATS:
+            named = f"unknown format {suffix!r}" if suffix else "no suffix to tell its format"
+            raise PipelineError(f"dataset.{split}_file={path}: {named}; use {', '.join(_FILE_FORMATS)}")
+        formats[split] = _FILE_FORMATS[suffix]
         if formats[split] == "csv":
             check_csv_fields(Path(path), f"dataset.{split}_file={path}")
     return DatasetDict({split: _load_files(formats[split], {split: path})[split] for split, path in files.items()})

@@ -131,7 +131,8 @@ def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Score
         # Quieted: "can be interpreted in multiple ways" (both readings are the local file), and the schema's
         # hint on integer columns (about serving a model with that schema, which this dataset is not).
         with warnings.catch_warnings(), mlflow.start_run(run_id=run_id):
-            warnings.simplefilter("ignore", UserWarning)
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways", category=UserWarning)
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
             dataset = mlflow.data.from_pandas(labelled.rows, source=path, name=Path(path).name)
             mlflow.log_input(dataset, context="evaluation")
         report.log_confusion_matrix(client, run_id, scored, f"{model_uri} on {labelled.source}")

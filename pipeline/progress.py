@@ -1,4 +1,5 @@
-"""The terminal: one line per finished trial, quieter libraries, and the summary table at the end."""
+"""The terminal: one line per finished trial (and per training outside the search), quieter libraries, and the
+summary table at the end."""
 from __future__ import annotations
 
 import logging
@@ -21,7 +22,7 @@ from pipeline.trainer_internals import current_trial, training_done
 
 log = logging.getLogger(__name__)
 
-# Short names for the searched TrainingArguments fields in one-line output.
+# Short names for the searched TrainingArguments fields in one-line output; a training's line shows these three.
 SHORT = {"per_device_train_batch_size": "batch", "num_train_epochs": "epochs", "learning_rate": "lr"}
 
 
@@ -80,7 +81,8 @@ def _once(show: Callable) -> Callable:
 
 class BarsOnly(ProgressCallback):
     """The Trainer's progress bars, named for the trial and epoch in training, without the dict of losses
-    it prints at every logging step (they go to MLflow; TrialProgress sums a trial up in one line)."""
+    it prints at every logging step (they go to MLflow; TrialProgress and TrainingProgress sum a training up
+    in one line)."""
 
     def __init__(self, trainer) -> None:
         super().__init__()
@@ -109,7 +111,8 @@ class EpochAccuracies(TrainerCallback):
     """A training's validation accuracy after each epoch, and when it started."""
 
     def __init__(self) -> None:
-        self.training_started, self.accuracies = 0.0, []
+        self.training_started = 0.0
+        self.accuracies: list[float] = []
 
     def on_train_begin(self, args, state, control, **kwargs: Any) -> None:
         self.training_started, self.accuracies = time.monotonic(), []
@@ -124,11 +127,18 @@ class EpochAccuracies(TrainerCallback):
 
 class TrainingProgress(EpochAccuracies):
     """A training outside the search (mode=train, or the best trial trained again): `trained params | acc
-    per epoch | in time`, one line instead of the Trainer's dict at every logging step and evaluation."""
+    per epoch | in time`, one line (rank 0's) instead of the Trainer's dict at every logging step and evaluation.
+    `params`: the best trial's, shown beside batch size, epochs and learning rate."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__()
+        self.params = params
 
     def on_train_end(self, args, state, control, **kwargs: Any) -> None:
-        params = {name: getattr(args, name) for name in SHORT}
-        log.info("trained %s | %s by epoch: %s | in %s", params_text(params), OBJECTIVE, self.by_epoch(),
+        if not state.is_world_process_zero:
+            return
+        shown = {name: getattr(args, name) for name in SHORT} | self.params
+        log.info("trained %s | %s by epoch: %s | in %s", params_text(shown), OBJECTIVE, self.by_epoch(),
                  _clock(time.monotonic() - self.training_started))
 
 

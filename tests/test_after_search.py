@@ -183,7 +183,7 @@ def test_evaluate_logs_an_evaluation_run_linked_to_the_version(champion, tmp_pat
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy when registered" in result.stdout and "f1_macro" in result.stdout
-    assert "Warning" not in result.stderr, result.stderr  # MLflow's schema hint on the integer id column
+    assert "Inferred schema contains integer" not in result.stderr, result.stderr  # MLflow's hint on the id column
     version = client.get_model_version_by_alias("local", "champion")
     run = client.get_run(version.tags[EVALUATION_TAG])
     assert run.data.tags[ROLE_TAG] == "evaluation" and run.info.status == "FINISHED"

@@ -111,6 +111,9 @@ CASES = {
         lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.xlsx", "not read")),
         "dataset.test_file=", "unknown format '.xlsx'; use .csv, .json, .jsonl, .parquet",
     ),
+    "file_without_suffix": (
+        lambda p: local(write_csv(p / "train", two_class_rows(40))), "dataset.train_file=", "no suffix to tell its format",
+    ),
     "label_column_of_texts": (
         lambda p: local(write_csv(p / "t.csv", "text,label\n" + "".join(f"row {i},a\n" for i in range(40)))) + ["dataset.label_column=text"],
         "'text' has 40 distinct values in 40 rows", "set dataset.label_column to the column of class labels (columns: text, label)",

@@ -160,3 +160,22 @@ def test_time_left_counts_trials_or_the_timeout_whichever_ends_first():
     assert progress.time_left(60, 2, 10, 100) == 40 + 30
     assert progress.time_left(120, 2, 10, 100) == 0  # past the timeout no trial starts
     assert progress.time_left(60, 10, 10, 100) == 0  # all trials done
+
+
+def test_a_retrained_best_trial_shows_its_searched_params_once_on_rank_0(caplog):
+    from transformers import TrainerState, TrainingArguments
+
+    args = TrainingArguments("/tmp/unused", per_device_train_batch_size=8, num_train_epochs=2, learning_rate=3e-5,
+                             weight_decay=0.1, report_to=[])
+    line = progress.TrainingProgress({"learning_rate": 3e-5, "weight_decay": 0.1})
+    for rank_zero in (True, False):
+        state = TrainerState(is_world_process_zero=rank_zero)
+        line.on_train_begin(args, state, None)
+        for accuracy in (0.5, 0.75):
+            line.on_evaluate(args, state, None, metrics={"eval_accuracy": accuracy})
+        with caplog.at_level("INFO", logger="pipeline.progress"):
+            line.on_train_end(args, state, None)
+    (record,) = caplog.records  # the other rank says nothing
+    assert record.getMessage().startswith(
+        "trained batch=8 epochs=2 lr=3e-05 weight_decay=0.1 | eval_accuracy by epoch: 0.500 0.750 | in 0:00"
+    )
