@@ -115,7 +115,8 @@ def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer
         trainer = prep.trainer(best.params, [])
         trainer.model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint).to(trainer.args.device)
         return trainer
-    callbacks = [EpochMetrics(prep.tracker, RunRef(run_id), prefix="final_"), progress.TrainingProgress(best.params)]
+    callbacks = [EpochMetrics(prep.tracker, RunRef(run_id), prefix="final_"),
+                 progress.TrainingProgress(best.params.keys())]
     trainer = prep.trainer(best.params, callbacks)
     progress.use_bars_only(trainer)
     trainer.train()

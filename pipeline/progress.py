@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,16 +128,17 @@ class EpochAccuracies(TrainerCallback):
 class TrainingProgress(EpochAccuracies):
     """A training outside the search (mode=train, or the best trial trained again): `trained params | acc
     per epoch | in time`, one line (rank 0's) instead of the Trainer's dict at every logging step and evaluation.
-    `params`: the best trial's, shown beside batch size, epochs and learning rate."""
+    `searched`: the best trial's parameter names, shown beside batch size, epochs and learning rate, each with
+    the value the training ran with."""
 
-    def __init__(self, params: dict[str, Any]) -> None:
+    def __init__(self, searched: Iterable[str] = ()) -> None:
         super().__init__()
-        self.params = params
+        self.names = list(dict.fromkeys([*SHORT, *searched]))
 
     def on_train_end(self, args, state, control, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        shown = {name: getattr(args, name) for name in SHORT} | self.params
+        shown = {name: getattr(args, name) for name in self.names}
         log.info("trained %s | %s by epoch: %s | in %s", params_text(shown), OBJECTIVE, self.by_epoch(),
                  _clock(time.monotonic() - self.training_started))
 

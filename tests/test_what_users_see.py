@@ -167,7 +167,7 @@ def test_a_retrained_best_trial_shows_its_searched_params_once_on_rank_0(caplog)
 
     args = TrainingArguments("/tmp/unused", per_device_train_batch_size=8, num_train_epochs=2, learning_rate=3e-5,
                              weight_decay=0.1, report_to=[])
-    line = progress.TrainingProgress({"learning_rate": 3e-5, "weight_decay": 0.1})
+    line = progress.TrainingProgress(["learning_rate", "weight_decay"])
     for rank_zero in (True, False):
         state = TrainerState(is_world_process_zero=rank_zero)
         line.on_train_begin(args, state, None)
