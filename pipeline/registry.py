@@ -25,8 +25,10 @@ TRIAL_RUN_TAG = "pipeline.trial_run_id"
 DATA_TAG = "pipeline.data"
 RUN_ID_TAG = "run_id"  # on every version: the MLflow run it was logged to
 MODEL_URI_TAG = "pipeline.model_uri"  # on that run: the version it registered
-# Explicit requirements: left to infer them, mlflow.transformers imports torchvision (absent here).
-PIP_REQUIREMENTS = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers", "mlflow")]
+# Explicit requirements: left to infer them, mlflow.transformers imports torchvision (absent here). MLflow's
+# own version from the module: an install of mlflow-skinny has no `mlflow` distribution to ask.
+PIP_REQUIREMENTS = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers")]
+PIP_REQUIREMENTS.append(f"mlflow=={mlflow.__version__}")
 
 
 @dataclass
