@@ -2,10 +2,14 @@
 small real data (`TINY`: the tiny random BERT and a few hundred AG News rows from ../shared)."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+from pipeline import resume
 
 ROOT = Path(__file__).resolve().parent.parent
 AG_NEWS_DIR = ROOT.parent / "shared" / "data" / "ag_news_csv"
@@ -55,3 +59,15 @@ def run_pipeline(cwd: Path, *overrides: str, module: str = "pipeline", timeout: 
         timeout=timeout,
         **popen,
     )
+
+
+def wait_for_saved_epoch(states: Path, proc: subprocess.Popen, timeout: float = 240) -> dict:
+    """The marker of the first trial state saved under `states` (search.checkpoint_dir/resume), as soon as
+    it is written: the trial has finished an epoch and trains the next."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the worker exited before it saved a trial's state"
+        for marker in states.glob(f"trial-*/checkpoint-*/{resume.MARKER}"):
+            return json.loads(marker.read_text())
+        time.sleep(0.02)
+    raise TimeoutError(f"no trial state saved under {states}")

@@ -1,5 +1,6 @@
-"""A trained classifier loaded once, from a saved directory or a `models:/` (or `runs:/`) URI, and applied
-in length-sorted batches without gradients: every class's probability for each text."""
+"""A trained classifier loaded once, from a saved directory or a `models:/` (or `runs:/`) URI, onto its device
+(a CUDA GPU when there is one), and applied in length-sorted batches without gradients: every class's
+probability for each text."""
 from __future__ import annotations
 
 import warnings
@@ -14,7 +15,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreT
 from pipeline import precision
 from pipeline.errors import PipelineError
 
-BATCH_SIZE = 64
+BATCH_SIZE = 64  # texts per batch; on an H200 too, 64 classified faster than 256 (docs/performance.md)
+DEVICES = ("auto", "cpu", "cuda")
 
 
 @dataclass
@@ -23,6 +25,16 @@ class Classifier:
     tokenizer: object
     labels: list[str]  # by class id
     quantized: bool = False  # int8 Linear layers (CPU)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def where(self) -> str:
+        """Where it runs, for the terminal: `cuda:0 (NVIDIA H200, bfloat16)`, `cpu (float32)`."""
+        kind = "int8 quantized" if self.quantized else str(self.model.dtype).removeprefix("torch.")
+        name = f"{torch.cuda.get_device_name(self.device)}, " if self.device.type == "cuda" else ""
+        return f"{self.device} ({name}{kind})"
 
     def probabilities(self, texts: list[str], batch_size: int = BATCH_SIZE, progress: bool = False) -> np.ndarray:
         """Rows of class probabilities, in the order of `texts`. Texts are truncated as in training (the saved
@@ -36,7 +48,7 @@ class Classifier:
             for start in tqdm(starts, desc="classify", unit="batch", disable=not progress):
                 rows = order[start:start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
-                logits = self.model(**batch.to(self.model.device)).logits
+                logits = self.model(**batch.to(self.device)).logits
                 result[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
         return result
 
@@ -46,9 +58,25 @@ class Classifier:
         return [self.labels[i] for i in best], probabilities[np.arange(len(best)), best]
 
 
-def load(uri: str, tracking_uri: str, quantize: bool = False) -> Classifier:
-    """The model at `uri`: a directory `save_pretrained` wrote, or an MLflow model URI in `tracking_uri`;
-    `quantize`: its Linear layers in int8 (dynamic quantization, for the CPU)."""
+def device_for(choice: str, quantize: bool = False) -> torch.device:
+    """`--device`: `auto` is the GPU where torch sees one, else the CPU; `--quantize` runs on the CPU."""
+    if choice not in DEVICES:
+        raise PipelineError(f"--device={choice}: choose one of {', '.join(DEVICES)}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise PipelineError("--device=cuda: torch sees no CUDA device here; use --device=auto or --device=cpu")
+    if quantize and choice == "cuda":
+        raise PipelineError("--quantize: int8 dynamic quantization runs on the CPU; add --device=cpu or drop --quantize")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() and not quantize else "cpu"
+    return torch.device(choice)
+
+
+def load(uri: str, tracking_uri: str, quantize: bool = False, device: str = "auto") -> Classifier:
+    """The model at `uri`: a directory `save_pretrained` wrote, or an MLflow model URI in `tracking_uri`, on
+    `device` (auto, cpu or cuda: `device_for`) in bf16 where that device has it; `quantize`: its Linear layers
+    in int8 (dynamic quantization, on the CPU)."""
+    target = device_for(device, quantize)
+    precision.attention_without_cudnn()  # texts batched by length: a new length nearly every batch
     if Path(uri).is_dir():
         model, tokenizer = AutoModelForSequenceClassification.from_pretrained(uri), AutoTokenizer.from_pretrained(uri)
     elif uri.startswith(("models:/", "runs:/")):
@@ -56,7 +84,7 @@ def load(uri: str, tracking_uri: str, quantize: bool = False) -> Classifier:
     else:
         raise PipelineError(f"{uri}: neither a model directory nor a models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI")
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    model = quantized(model) if quantize else model.to(precision.inference_dtype(model.device))
+    model = quantized(model) if quantize else model.to(target, precision.inference_dtype(target))
     return Classifier(model, tokenizer, labels, quantize)
 
 

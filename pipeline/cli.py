@@ -15,9 +15,12 @@ from pipeline.schema import TrackingConfig
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-columns", default="text", help="the file's text columns, joined with a space (default: text)")
     parser.add_argument("--batch-size", type=int, default=classifier.BATCH_SIZE, help="texts per batch (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help=(
+        "where the model runs: auto (a CUDA GPU where torch sees one, else the CPU), cpu or cuda; "
+        "bf16 where the device has it (default: %(default)s)"))
     parser.add_argument("--quantize", action="store_true", help=(
-        "int8 dynamic quantization of the Linear layers, on the CPU; on a CPU with bf16 it measured no faster "
-        "and about a point less accurate (docs/performance.md): check it on your data with pipeline.evaluate --quantize"))
+        "int8 dynamic quantization of the Linear layers, on the CPU (--device auto picks the CPU); on a CPU with "
+        "bf16 it measured no faster and about a point less accurate (docs/performance.md): check it on your data with pipeline.evaluate --quantize"))
     parser.add_argument(
         "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
         help="MLflow tracking/registry URI for models:/ URIs (default: %(default)s)",

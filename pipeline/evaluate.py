@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     labelled = read_labelled(args)
-    model = classifier.load(args.uri, args.tracking_uri, args.quantize)
+    model = classifier.load(args.uri, args.tracking_uri, args.quantize, args.device)
     unknown = sorted(set(labelled.truth) - set(model.labels))
     if unknown:
         raise PipelineError(
@@ -64,9 +64,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     scored = Scored(model.labels, labelled.truth, predicted)
     metrics = scored.metrics()
     version = registered_version(args.uri, args.tracking_uri)
-    print(summary(args.uri, labelled, scored, metrics, version))
+    print(summary(args.uri, labelled, scored, metrics, version, model.where()))
     if version is not None:
-        run_id = log_evaluation(args.tracking_uri, version, labelled, scored, model.quantized)
+        run_id = log_evaluation(args.tracking_uri, version, labelled, scored, model)
         print(f"logged as MLflow run {run_id} (tag {ROLE_TAG}=evaluation); {EVALUATION_TAG} on models:/{version.name}/{version.version}")
     return metrics
 
@@ -99,11 +99,11 @@ def registered_version(uri: str, tracking_uri: str):
     return client.get_model_version(name, rest)
 
 
-def summary(uri: str, labelled: Labelled, scored: Scored, metrics: dict[str, float], version) -> str:
+def summary(uri: str, labelled: Labelled, scored: Scored, metrics: dict[str, float], version, where: str) -> str:
     recorded = version.tags.get(TEST_METRIC) if version is not None else None
     then = f" (test accuracy when registered: {float(recorded):.4f})" if recorded else ""
     lines = [
-        f"{uri} on {labelled.source} ({len(labelled.texts)} rows)",
+        f"{uri} on {labelled.source} ({len(labelled.texts)} rows), run on {where}",
         f"accuracy {metrics['accuracy']:.4f}{then}",
         f"f1_macro {metrics['f1_macro']:.4f}",
         f"{'label':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}",
@@ -114,9 +114,9 @@ def summary(uri: str, labelled: Labelled, scored: Scored, metrics: dict[str, flo
     return "\n".join(lines)
 
 
-def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Scored, quantized: bool = False) -> str:
+def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Scored, model: classifier.Classifier) -> str:
     """An MLflow run in the version's experiment: metrics, the data as an input, the confusion matrix, and
-    whether the model ran int8-quantized (param `quantized`)."""
+    where the model ran: params `quantized` (int8) and `device` (`cuda:0 (NVIDIA H200, bfloat16)`)."""
     client = interrupts.HeldDuringWrites(MlflowClient(tracking_uri, tracking_uri))  # Ctrl-C: no half a write
     experiment_id = client.get_run(version.run_id).info.experiment_id
     model_uri = f"models:/{version.name}/{version.version}"
@@ -125,7 +125,7 @@ def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Score
     with tracking.ended_as_the_block_ends(client, run_id):
         now = int(time.time() * 1000)
         client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scored.metrics().items()],
-                         params=[Param("quantized", str(quantized).lower())])
+                         params=[Param("quantized", str(model.quantized).lower()), Param("device", model.where())])
         path = labelled.source.split("=", 1)[1]
         mlflow.set_tracking_uri(tracking_uri)
         # Quieted: "can be interpreted in multiple ways" (both readings are the local file), and the schema's

@@ -33,7 +33,8 @@ def run(args: argparse.Namespace) -> None:
     rows = files.read_rows(args.input) if args.input else None  # a bad file fails before the model loads
     columns = cli.text_columns(args)
     texts = files.texts_of(rows, columns, f"--input={args.input}") if rows is not None else args.texts
-    model = classifier.load(args.uri, args.tracking_uri, args.quantize)
+    model = classifier.load(args.uri, args.tracking_uri, args.quantize, args.device)
+    print(f"{args.uri} on {model.where()}", file=sys.stderr)  # stdout carries the rows alone
     probabilities = model.probabilities(texts, args.batch_size, progress=rows is not None)
     labels, scores = model.label_of(probabilities)
     if rows is None:

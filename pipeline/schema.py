@@ -101,7 +101,8 @@ class Config:
     model: ModelConfig = MISSING
     trainer: dict[str, Any] = key(
         help="any `transformers.TrainingArguments` field; `bf16: auto` (the default) trains and predicts in bf16 where "
-        "the hardware has it (CUDA with bf16, a CPU with AVX512-BF16 or AMX), `true`/`false` force it; "
+        "the hardware has it (CUDA with bf16, a CPU with AVX512-BF16 or AMX), `true`/`false` force it; `tf32: auto` (the "
+        "default) runs what stays fp32 as TF32 matmuls on a CUDA GPU of Ampere or newer; "
         "`train_sampling_strategy: group_by_length` (the default) trains on batches of texts of similar length, less "
         "padding, in shuffled order (`pipeline/batch_order.py`; transformers' own order, each group of up to 50 "
         "batches longest first, cost accuracy on small data), and an epoch shorter than "

@@ -13,6 +13,7 @@ import mlflow
 import optuna
 import psutil
 import requests
+import torch
 from mlflow.entities import DatasetInput, Metric, Param, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -39,6 +40,7 @@ WORKER = "pipeline.worker"  # host:pid that ran a trial: an Optuna user attribut
 SETTLE_S = 1.0  # how long a new parent run waits for racing creators' runs to become visible
 LOG_BATCH_MAX = 1000  # metrics MLflow takes in one log_batch call
 LINK_WAIT_S = 30.0  # how long a trial's end waits for its run to be created, with the server up
+GPU_PEAK_METRIC = "system/gpu_peak_memory_allocated_megabytes"  # per training: a trial's, or the final model's
 # At most 10 s per request, 2 retries 1 s and 2 s apart: about 35 s before a call to a dead server fails.
 SERVER_CALL_LIMITS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
@@ -266,11 +268,14 @@ def bound_server_calls() -> None:
 def system_metrics() -> dict[str, float]:
     """The machine at an epoch's end, under MLflow's system-metric names (the UI groups them as System)."""
     memory = psutil.virtual_memory()
-    return {
+    found = {
         "system/cpu_utilization_percentage": psutil.cpu_percent(interval=None),  # since the previous call
         "system/system_memory_usage_megabytes": (memory.total - memory.available) / 2**20,
         "system/process_memory_rss_megabytes": psutil.Process().memory_info().rss / 2**20,
     }
+    if torch.cuda.is_available():  # the most this training has held on the GPU so far (reset as it starts)
+        found[GPU_PEAK_METRIC] = torch.cuda.max_memory_allocated() / 2**20
+    return found
 
 
 class EpochMetrics(TrainerCallback):

@@ -19,7 +19,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from pipeline import fgm, precision
+from pipeline import fgm, precision, trainer_internals
 from pipeline.errors import PipelineError
 from pipeline.trainer_internals import EpochReports, ShuffledLengthGroups, current_trial
 
@@ -63,7 +63,8 @@ OWN_ARGS = ", ".join(sorted(name.split(".", 1)[1] for name in own_fields()))
 def training_args(trainer_cfg: dict[str, Any], output_dir: str, seed: int, **overrides: Any) -> PipelineArguments:
     """PipelineArguments from conf/trainer; a misspelt or invalid field is a one-line error."""
     fields = {**trainer_cfg, **overrides, **FIXED_ARGS, "output_dir": output_dir, "seed": seed}
-    fields |= precision.training_fields(fields.get("bf16", False))
+    fields |= precision.training_fields(fields.get("bf16", False), fields.get("tf32"))
+    precision.attention_without_cudnn()  # batches padded to their own longest text: a new length nearly every step
     if not torch.cuda.is_available():  # pinning needs an accelerator; without one torch warns at every trial
         fields.setdefault("dataloader_pin_memory", False)
     unknown = sorted(set(fields) - set(PipelineArguments.__dataclass_fields__))
@@ -118,6 +119,8 @@ class PipelineTrainer(EpochReports, ShuffledLengthGroups):
     resumer: Any = None  # resume.ResumableTrials, in a search: trials save their state each epoch, retries resume
 
     def train(self, *args: Any, trial: optuna.Trial | None = None, **kwargs: Any):
+        if self.model_init is not None:  # a new model for this training: the last one's memory goes first
+            trainer_internals.release_previous_model(self)
         try:
             if isinstance(trial, optuna.Trial) and self.resumer is not None:
                 kwargs["resume_from_checkpoint"] = self.resumer.begin(trial)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import optuna
+import torch
 from transformers import Trainer, TrainerState
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
@@ -23,6 +24,20 @@ def objective_value(trainer: Trainer) -> float | None:
 def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
     """The storage a study was opened on, to hand it to `Trainer.hyperparameter_search`."""
     return study._storage
+
+
+def release_previous_model(trainer: Trainer) -> None:
+    """Drop every reference to the last training's model, optimizer and scheduler before `model_init` makes
+    the next trial's model: left to the Trainer, they stay on the GPU (held by the Trainer, its callback
+    handler and its Accelerator) until the new model is already there. Resets the GPU's peak-memory count, so
+    each trial's `system/gpu_peak_memory_allocated_megabytes` is its own."""
+    trainer.model = trainer.model_wrapped = None
+    trainer.optimizer = trainer.lr_scheduler = None
+    handler = trainer.callback_handler
+    handler.model = handler.optimizer = handler.lr_scheduler = handler.train_dataloader = None
+    trainer.accelerator.free_memory()  # its prepared models and optimizers; gc and the CUDA cache emptied
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
 
 
 def training_done(state: TrainerState) -> bool:

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import csv
-import json
 import os
 import shutil
 import signal
-import subprocess
 import tempfile
-import time
 from pathlib import Path
 
 import optuna
@@ -19,7 +16,7 @@ from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
 from devtools.commands import CLASSES, ROOT, study_storage, tracking_uri
-from pipeline import resume, schema
+from pipeline import schema
 from pipeline.tracking import ROLE_TAG
 
 schema.register()
@@ -90,15 +87,3 @@ def runs_by_role(client: MlflowClient, role: str, experiment: str = "ag_news") -
     """The experiment's runs tagged `pipeline.role=role` (study, trial or train)."""
     found = client.get_experiment_by_name(experiment)
     return client.search_runs([found.experiment_id], f"tags.`{ROLE_TAG}` = '{role}'")
-
-
-def wait_for_saved_epoch(states: Path, proc: subprocess.Popen, timeout: float = 240) -> dict:
-    """The marker of the first trial state saved under `states` (search.checkpoint_dir/resume), as soon as
-    it is written: the trial has finished an epoch and trains the next."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, "the worker exited before it saved a trial's state"
-        for marker in states.glob(f"trial-*/checkpoint-*/{resume.MARKER}"):
-            return json.loads(marker.read_text())
-        time.sleep(0.02)
-    raise TimeoutError(f"no trial state saved under {states}")

@@ -11,6 +11,7 @@ import urllib.request
 
 import pandas as pd
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from devtools.commands import pipeline_env, run_pipeline, tracking_uri
@@ -125,8 +126,9 @@ def test_an_output_that_fails_halfway_leaves_the_file_that_was_there(tmp_path):
 
 def test_predict_prints_a_label_and_its_score_per_text_on_the_command_line(champion):
     work, _, _ = champion
-    result = predict(work, CHAMPION, "match goal team tonight", "bank market shares fall")
+    result = predict(work, CHAMPION, "match goal team tonight", "bank market shares fall", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
+    assert f"{CHAMPION} on cpu (" in result.stderr  # where it ran, beside the rows, not among them
     lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
     assert len(lines) == 2 and all(label in LABELS and 0 < float(score) <= 1 for label, score in lines)
 
@@ -153,6 +155,7 @@ def test_predict_quantized_to_int8_gives_close_probabilities(champion, tmp_path)
     ("unknown format", ["--input", "{dir}/in.xlsx"], "unknown format '.xlsx'"),
     ("unquoted comma", ["--input", "{dir}/ragged.csv", "--text-columns", "body"], "ragged.csv: line 2 has 2 fields, the header 1 (body)"),
     ("no such alias", ["--input", "{dir}/in.csv", "--text-columns", "body", "--model", "models:/local@nobody"], "nobody"),
+    ("unknown device", ["--input", "{dir}/in.csv", "--text-columns", "body", "--device", "tpu"], "--device=tpu: choose one of auto, cpu, cuda"),
     ("mistyped store", ["--input", "{dir}/in.csv", "--text-columns", "body", "--tracking-uri", "sqlite:///{dir}/typo/mlflow.db"], "no such file"),
 ])
 def test_bad_predict_input_is_one_error_line(champion, tmp_path, case, args, says):
@@ -191,6 +194,8 @@ def test_evaluate_logs_an_evaluation_run_linked_to_the_version(champion, tmp_pat
     assert run.info.experiment_id == client.get_run(version.run_id).info.experiment_id
     assert {"accuracy", "f1_macro", *(f"f1_{label}" for label in LABELS)} <= set(run.data.metrics)
     assert run.data.metrics["support_money"] == 3 and run.data.params["quantized"] == "false"
+    device = "cuda:0" if torch.cuda.is_available() else "cpu"  # --device auto
+    assert run.data.params["device"].startswith(f"{device} (") and f"run on {device} (" in result.stdout
     (source,) = run.inputs.dataset_inputs
     assert source.dataset.name == "week.parquet" and {t.value for t in source.tags} == {"evaluation"}
     assert CONFUSION_MATRIX in {a.path for a in client.list_artifacts(run.info.run_id)}

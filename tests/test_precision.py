@@ -1,8 +1,10 @@
-"""bf16 where the hardware has it: training's `trainer.bf16=auto`, and prediction's weights cast once at load."""
+"""bf16 where the hardware has it: training's `trainer.bf16=auto` (and TF32 on a GPU), prediction's weights cast
+once at load, on the device `--device` names."""
 import pytest
 import torch
 
-from pipeline import classifier, model, precision
+from pipeline import classifier, model, precision, train
+from pipeline.errors import PipelineError
 from tests.conftest import compose_config
 
 LABELS = ["neg", "pos"]
@@ -23,7 +25,7 @@ def test_auto_follows_the_cpu_for_training_and_prediction(monkeypatch, saved, cp
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: cpu_has_bf16)
     assert precision.training_fields("auto")["bf16"] is cpu_has_bf16
-    assert precision.training_fields(False) == {"bf16": False}
+    assert precision.training_fields(False) == {"bf16": False, "tf32": None}
     loaded = classifier.load(str(saved), "")
     assert loaded.model.dtype == (torch.bfloat16 if cpu_has_bf16 else torch.float32)
     assert classifier.load(str(saved), "", quantize=True).model.classifier.weight().dtype == torch.qint8
@@ -37,3 +39,46 @@ def test_bf16_prediction_is_close_to_fp32(monkeypatch, saved):
     assert found[True].dtype == found[False].dtype == "float32"
     assert abs(found[True] - found[False]).max() < 0.02
     assert found[True].sum(axis=1) == pytest.approx(1, abs=1e-5)
+
+
+@pytest.mark.parametrize("has_cuda", [True, False])
+def test_the_device_follows_the_flag_and_what_torch_sees(monkeypatch, has_cuda):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: has_cuda)
+    assert classifier.device_for("auto") == torch.device("cuda" if has_cuda else "cpu")
+    assert classifier.device_for("cpu") == torch.device("cpu")
+    assert classifier.device_for("auto", quantize=True) == torch.device("cpu")  # int8 runs on the CPU
+    if has_cuda:
+        assert classifier.device_for("cuda") == torch.device("cuda")
+        with pytest.raises(PipelineError, match="--quantize: int8 dynamic quantization runs on the CPU"):
+            classifier.device_for("cuda", quantize=True)
+    else:
+        with pytest.raises(PipelineError, match="--device=cuda: torch sees no CUDA device here"):
+            classifier.device_for("cuda")
+    with pytest.raises(PipelineError, match="--device=gpu: choose one of auto, cpu, cuda"):
+        classifier.device_for("gpu")
+
+
+def test_a_loaded_classifier_is_on_the_chosen_device_and_says_so(saved, monkeypatch):
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    loaded = classifier.load(str(saved), "", device="cpu")
+    assert loaded.device == torch.device("cpu") and loaded.where() == "cpu (float32)"
+    assert classifier.load(str(saved), "", quantize=True).where() == "cpu (int8 quantized)"
+
+
+@pytest.mark.parametrize("capability, tf32", [((9, 0), True), ((8, 0), True), ((7, 5), None)])
+def test_on_a_gpu_auto_trains_in_bf16_with_tf32_from_ampere_on(monkeypatch, capability, tf32):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: capability >= (8, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    fields = precision.training_fields("auto", "auto")
+    assert fields == {"bf16": capability >= (8, 0), "tf32": tf32}  # no use_cpu: the Trainer takes the GPU
+    assert precision.training_fields("auto", False)["tf32"] is False  # trainer.tf32=false is kept
+
+
+def test_training_and_prediction_leave_cudnn_out_of_attention(saved):
+    """cuDNN's attention plans each new sequence length anew (7x slower steps on an H200 with per-batch padding)."""
+    cfg = compose_config("model=tiny")
+    for use in (lambda: train.training_args(cfg.trainer, str(saved), 0), lambda: classifier.load(str(saved), "")):
+        torch.backends.cuda.enable_cudnn_sdp(True)
+        use()
+        assert not torch.backends.cuda.cudnn_sdp_enabled()

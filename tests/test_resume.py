@@ -18,8 +18,8 @@ from optuna.trial import TrialState
 
 from pipeline.audit import audit
 from pipeline.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
-from devtools.commands import pipeline_env, run_pipeline
-from tests.conftest import default_study, mlflow_client, wait_for_saved_epoch, write_space
+from devtools.commands import pipeline_env, run_pipeline, wait_for_saved_epoch
+from tests.conftest import default_study, mlflow_client, write_space
 
 STUDY = "local-tiny"
 EPOCHS = 3

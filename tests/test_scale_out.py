@@ -29,9 +29,9 @@ from pipeline.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
 from pipeline.schema import SearchConfig, TrackingConfig
 from pipeline.study import best_trial
 from pipeline.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG, WORKER, Tracker
-from devtools.commands import TINY, pipeline_env
+from devtools.commands import TINY, pipeline_env, wait_for_saved_epoch
 from devtools.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
-from tests.conftest import wait_for_saved_epoch, write_space
+from tests.conftest import write_space
 
 pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 FAST = ["trainer.num_train_epochs=1"]

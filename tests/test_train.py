@@ -1,6 +1,9 @@
 """Training arguments, the order of length-grouped batches and the Trainer's adversarial (FGM) step, on the tiny model."""
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 import torch
 import transformers
@@ -126,3 +129,24 @@ def test_length_grouped_order_follows_the_generator_accelerate_sets_on_every_ddp
     assert list(ranks[0]) == list(ranks[1])
     ranks[1].generator.manual_seed(4)
     assert list(ranks[0]) != list(ranks[1])
+
+
+def test_each_training_makes_its_model_after_the_last_ones_memory_is_released(tiny, tmp_path):
+    """Trainings in one Trainer, as trials of a search are: when model_init makes a model, nothing holds the
+    one before (left to the Trainer, its weights and Adam state would sit on the GPU beside the new ones)."""
+    cfg, tokenizer, tokenized, model_init = tiny
+    made, alive_when_making = [], []
+
+    def tracked_init():
+        gc.collect()
+        alive_when_making.append(sum(ref() is not None for ref in made))
+        model = model_init()
+        made.append(weakref.ref(model))
+        return model
+
+    args = train.training_args(cfg.trainer, str(tmp_path), cfg.seed, max_steps=2)
+    trainer = train.build_trainer(args, tracked_init, tokenized, tokenizer)  # makes one model
+    for _ in range(2):
+        trainer.train()
+    assert alive_when_making == [0, 0, 0]
+    assert made[-1]() is trainer.model and trainer.evaluate()["eval_loss"] > 0  # the last one stays usable

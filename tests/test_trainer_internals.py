@@ -4,6 +4,7 @@ import inspect
 
 import optuna
 from transformers import Trainer
+from transformers.trainer_callback import CallbackHandler
 
 from pipeline import trainer_internals
 from pipeline.train import PipelineTrainer
@@ -35,3 +36,11 @@ def test_the_trainer_still_builds_its_train_sampler_in_the_hook_the_pipeline_ove
     assert "sampler_fn=self._get_train_sampler" in inspect.getsource(Trainer.get_train_dataloader)
     assert "LengthGroupedSampler(" in inspect.getsource(Trainer._get_train_sampler)  # what the override wraps
     assert PipelineTrainer._get_train_sampler is trainer_internals.ShuffledLengthGroups._get_train_sampler
+
+
+def test_the_trainer_still_holds_a_training_s_model_where_the_pipeline_releases_it():
+    handler = CallbackHandler([], None, None, None, None)
+    for held in ("model", "optimizer", "lr_scheduler", "train_dataloader"):
+        assert hasattr(handler, held), held  # release_previous_model() clears these
+    assert 'for attr in ("model", "optimizer", "lr_scheduler"):' in inspect.getsource(Trainer)  # set on the handler
+    assert "self.accelerator.free_memory()" in inspect.getsource(Trainer)  # what the Trainer frees itself, later
