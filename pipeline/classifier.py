@@ -65,7 +65,8 @@ def device_for(choice: str, quantize: bool = False) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise PipelineError("--device=cuda: torch sees no CUDA device here; use --device=auto or --device=cpu")
     if quantize and choice == "cuda":
-        raise PipelineError("--quantize: int8 dynamic quantization runs on the CPU; add --device=cpu or drop --quantize")
+        raise PipelineError("--quantize with --device=cuda: int8 quantization runs on the CPU only; use --device=cpu "
+                            "(or auto), or drop --quantize")
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() and not quantize else "cpu"
     return torch.device(choice)

@@ -11,7 +11,7 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import RandomSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from pipeline import data, fgm, model, train
+from pipeline import data, fgm, model, tracking, train, trainer_internals
 from pipeline.batch_order import ShuffledLengthBatches, length_grouped_or_random
 from pipeline.errors import PipelineError
 from pipeline.space import parse_param
@@ -150,3 +150,15 @@ def test_each_training_makes_its_model_after_the_last_ones_memory_is_released(ti
         trainer.train()
     assert alive_when_making == [0, 0, 0]
     assert made[-1]() is trainer.model and trainer.evaluate()["eval_loss"] > 0  # the last one stays usable
+
+
+def test_on_a_gpu_each_training_counts_its_own_peak_memory_and_logs_it(tiny, tmp_path, monkeypatch):
+    cfg, tokenizer, tokenized, model_init = tiny
+    trainer = train.build_trainer(train.training_args(cfg.trainer, str(tmp_path), cfg.seed), model_init, tokenized, tokenizer)
+    resets = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: resets.append(device))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 300 * 2**20)
+    trainer_internals.release_previous_model(trainer)  # as each training with model_init starts
+    assert resets == [None] and trainer.model is None
+    assert tracking.system_metrics()[tracking.GPU_PEAK_METRIC] == 300  # each epoch's end, in MB
