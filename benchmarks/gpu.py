@@ -330,9 +330,9 @@ def prediction(work: Path, data_dir: Path, sizes: Sizes, results: dict) -> None:
     started = time.perf_counter()
     ours = classifier.load(uri, store)
     load_s = time.perf_counter() - started
-    ours.probabilities(texts[:64])  # warm-up: CUDA context, kernels
     timed = {}
     for batch in (256, classifier.BATCH_SIZE):  # the default last: its labels are the ones scored below
+        ours.probabilities(texts[:2 * batch], batch)  # warm-up at this size: CUDA context, kernels
         started = time.perf_counter()
         labels, _ = ours.label_of(ours.probabilities(texts, batch))
         timed[batch] = time.perf_counter() - started
