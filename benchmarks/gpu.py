@@ -16,6 +16,8 @@
    on the champion; `python -m pipeline.predict --input` and `pipeline.evaluate` as whole processes.
 4. Peak GPU memory of three trainings in one Trainer at equal batch size: transformers' Trainer against the
    pipeline's (which releases the last training's model before making the next).
+5. What limits a step (`diagnose`): a plain training loop timed over fresh, repeated and bucketed lengths and
+   with cuDNN's attention on and off, a profile, one kernel launch's cost.
 
 `--cpu-dry-run`: the same code on the CPU with tiny sizes, to know the script works before GPU time is spent.
 On the lent GPU machine: benchmarks/gpu_carry.py packs and unpacks what it needs. A section that fails is
@@ -56,7 +58,7 @@ from devtools.commands import pipeline_env, run_pipeline, tracking_uri, wait_for
 from pipeline import classifier, data, model, precision, train
 from pipeline.tracking import GPU_PEAK_METRIC, ROLE_TAG, TRIAL_TAG
 
-BF16_PEAK = 790e12  # FLOP/s: a bf16 matmul on the lent H200, measured (KINDS.md: 769 to 798)
+BF16_PEAK = 790e12  # FLOP/s: a bf16 8192^3 matmul on the lent H200s, as this workplace measured them (769 to 798)
 NAIVE_LENGTH = 512
 REGISTRY, STUDY = "ag_news-gpu", "ag_news-minilm-gpu"
 
@@ -110,11 +112,13 @@ def counting(collator: Callable, pad_id: int, seen: list[tuple[int, int]]) -> Ca
 
 @dataclass
 class Models:
-    """What the training figures share: AG News splits, MiniLM's tokenizer and the two models' inits."""
+    """What the training figures share: AG News splits (raw and tokenized as the pipeline does), MiniLM's
+    tokenizer and the two models' inits."""
 
     cfg: object
     tokenizer: object
     splits: object
+    tokenized: object
     inits: dict[str, Callable]
 
     @classmethod
@@ -125,7 +129,7 @@ class Models:
         torch.manual_seed(0)
         bert = BertForSequenceClassification(BertConfig(num_labels=len(labels)))  # bert-base-uncased's shape
         inits = {"bert-base shape": lambda: copy.deepcopy(bert), "minilm": model.make_model_init(cfg.model, labels)}
-        return cls(cfg, tokenizer, splits, inits)
+        return cls(cfg, tokenizer, splits, data.tokenize(splits, tokenizer, cfg.dataset.max_length), inits)
 
 
 def throughput(models: Models, name: str, sizes: Sizes, naive: bool = False, compiled: bool = False) -> dict:
@@ -136,7 +140,7 @@ def throughput(models: Models, name: str, sizes: Sizes, naive: bool = False, com
             lambda b: tokenizer(b["text"], truncation=True, max_length=NAIVE_LENGTH, padding="max_length"),
             batched=True, remove_columns=["text"], load_from_cache_file=False)
     else:
-        encoded = data.tokenize(models.splits, tokenizer, cfg.dataset.max_length)
+        encoded = models.tokenized
     warmup = sizes.compile_warmup if compiled else sizes.warmup
     numerics = {"bf16": False, "tf32": False} if naive else {"bf16": cfg.trainer.bf16, "tf32": cfg.trainer.tf32}
     args = train.training_args(
@@ -193,8 +197,7 @@ def diagnose(models: Models, sizes: Sizes, results: dict) -> None:
     repeated, lengths padded to a multiple of 16, and fresh lengths with cuDNN left out of attention; the
     profiler's costliest operations; one kernel launch's cost; prediction with cuDNN's attention and without."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    tokenized = data.tokenize(models.splits, models.tokenizer, models.cfg.dataset.max_length)["train"]
-    rows = [tokenized[i] for i in range(sizes.batch * (sizes.warmup + sizes.steps))]
+    rows = [models.tokenized["train"][i] for i in range(sizes.batch * (sizes.warmup + sizes.steps))]
     chunks = [rows[i:i + sizes.batch] for i in range(0, len(rows), sizes.batch)]
     features = [[{"input_ids": r["input_ids"], "labels": r["label"]} for r in chunk] for chunk in chunks]
     plain, multiple = DataCollatorWithPadding(models.tokenizer), DataCollatorWithPadding(models.tokenizer, pad_to_multiple_of=16)
@@ -379,8 +382,7 @@ def prediction(work: Path, data_dir: Path, sizes: Sizes, results: dict) -> None:
 
 def memory_across_trainings(models: Models, sizes: Sizes, results: dict) -> None:
     """Three trainings of MiniLM in one Trainer, as trials are, at the same batch size; each one's peak."""
-    tokenizer, tokenized = models.tokenizer, data.tokenize(models.splits, models.tokenizer, models.cfg.dataset.max_length)
-    cfg, net_init, found = models.cfg, models.inits["minilm"], {}
+    cfg, tokenizer, tokenized, net_init, found = models.cfg, models.tokenizer, models.tokenized, models.inits["minilm"], {}
     for kind in ("transformers.Trainer", "pipeline"):
         args = train.training_args(cfg.trainer, tempfile.mkdtemp(prefix="gpu-memory-"), cfg.seed, disable_tqdm=True,
                                    max_steps=sizes.memory_steps, per_device_train_batch_size=sizes.batch)
