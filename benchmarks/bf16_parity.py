@@ -6,6 +6,7 @@ differences, and the wall time ratio. `trainer.bf16=auto` is the default only if
 
 `--quick`: 1,000 training rows, 1 epoch, 2 seeds; the same result keys.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,18 +15,26 @@ import time
 
 import harness
 
-from pipeline import precision, train
+from pipeline.training import precision
+from pipeline.training.args import training_args
+from pipeline.training.trainer import build_trainer
 
 
 def run(cfg, prep: harness.Prepared, bf16: bool, out: str) -> dict:
-    args = train.training_args(cfg.trainer, out, cfg.seed, bf16=bf16, logging_steps=10_000, disable_tqdm=True)
-    trainer = train.build_trainer(args, prep.model_init, prep.tokenized, prep.tokenizer)
+    args = training_args(cfg.trainer, out, cfg.seed, bf16=bf16, logging_steps=10_000, disable_tqdm=True)
+    trainer = build_trainer(args, prep.model_init, prep.tokenized, prep.tokenizer)
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
     validation = trainer.evaluate()["eval_accuracy"]
     test = trainer.predict(prep.tokenized["test"], metric_key_prefix="test").metrics["test_accuracy"]
-    return {"seed": cfg.seed, "precision": "bf16" if bf16 else "fp32", "validation": validation, "test": test, "train_s": seconds}
+    return {
+        "seed": cfg.seed,
+        "precision": "bf16" if bf16 else "fp32",
+        "validation": validation,
+        "test": test,
+        "train_s": seconds,
+    }
 
 
 def main() -> None:
@@ -52,8 +61,10 @@ def main() -> None:
         return statistics.fmean(r[key] for r in rows if r["precision"] == kind)
 
     harness.result_line(
-        fp32_validation=mean("fp32", "validation"), bf16_validation=mean("bf16", "validation"),
-        fp32_test=mean("fp32", "test"), bf16_test=mean("bf16", "test"),
+        fp32_validation=mean("fp32", "validation"),
+        bf16_validation=mean("bf16", "validation"),
+        fp32_test=mean("fp32", "test"),
+        bf16_test=mean("bf16", "test"),
         validation_diff_points=100 * (mean("bf16", "validation") - mean("fp32", "validation")),
         test_diff_points=100 * (mean("bf16", "test") - mean("fp32", "test")),
         speedup=mean("fp32", "train_s") / mean("bf16", "train_s"),

@@ -12,6 +12,7 @@ memory-mapped cache files, which the kernel can drop; sampled every few ms, so a
 that of a process that ran the same steps on 100 rows (imports, tokenizer), against the texts held as Python
 strings; `rss_mb` is the whole peak resident set (ru_maxrss), mapped cache pages included.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,15 +43,23 @@ def sample():
 threading.Thread(target=sample, daemon=True).start()
 import os; os.environ["TOKENIZERS_PARALLELISM"] = "true"  # as `python -m pipeline` tokenizes (harness turns it off)
 import harness
-from pipeline import data, model
+from pipeline.training import model
+from pipeline.data.fingerprint import identify
+from pipeline.data.splits import load_splits, tokenize
 cfg = harness.config("model=minilm", "dataset=local", "dataset.data_dir=null", "dataset.train_file=" + sys.argv[2])
 tokenizer = model.load_tokenizer(cfg.model)
 seconds = {}
-started = time.perf_counter(); splits = data.load_splits(cfg.dataset, cfg.seed); seconds["load_splits"] = time.perf_counter() - started
-started = time.perf_counter(); data.identify(splits); seconds["identify"] = time.perf_counter() - started
-started = time.perf_counter(); data.tokenize(splits, tokenizer, cfg.dataset.max_length); seconds["tokenize"] = time.perf_counter() - started
+def timed(name, step):
+    started = time.perf_counter()
+    made = step()
+    seconds[name] = time.perf_counter() - started
+    return made
+splits = timed("load_splits", lambda: load_splits(cfg.dataset, cfg.seed))
+timed("identify", lambda: identify(splits))
+timed("tokenize", lambda: tokenize(splits, tokenizer, cfg.dataset.max_length))
 peak[0] = max(peak[0], anon_mb())
-print(json.dumps({"s": seconds, "peak_mb": peak[0], "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"s": seconds, "peak_mb": peak[0], "rss_mb": rss_mb}))
 """
 
 
@@ -69,8 +78,13 @@ def write_csv(path: Path, n: int, seed: int = 0) -> float:
 
 def measure(csv_path: Path, cache: Path) -> dict:
     env = harness.env() | {"HF_DATASETS_CACHE": str(cache)}  # cold: a new directory; cached: the same again
-    done = subprocess.run([sys.executable, "-c", CHILD, str(harness.ROOT), str(csv_path)], env=env,
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(harness.ROOT), str(csv_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -89,22 +103,35 @@ def main() -> None:
             strings_mb = n * sys.getsizeof("x" * round(mean_chars)) / 1e6
             for when in ("cold", "cached"):
                 found = measure(path, cache)
-                rows.append({"rows": n, "run": when, **{f"{k}_s": found["s"][k] for k in STEPS},
-                             "total_s": sum(found["s"].values()), "peak_mb": found["peak_mb"] - base["peak_mb"],
-                             "rss_mb": found["rss_mb"] - base["rss_mb"],
-                             "strings_mb": strings_mb})
+                rows.append(
+                    {
+                        "rows": n,
+                        "run": when,
+                        **{f"{k}_s": found["s"][k] for k in STEPS},
+                        "total_s": sum(found["s"].values()),
+                        "peak_mb": found["peak_mb"] - base["peak_mb"],
+                        "rss_mb": found["rss_mb"] - base["rss_mb"],
+                        "strings_mb": strings_mb,
+                    }
+                )
                 print(harness.table(rows[-1:], list(rows[-1])), flush=True)
-    print(f"\n{harness.machine()}; peak memory above a 100-row run's ({base['peak_mb']:.0f} MB anonymous, "
-          f"{base['rss_mb']:.0f} MB resident)")
+    print(
+        f"\n{harness.machine()}; peak memory above a 100-row run's ({base['peak_mb']:.0f} MB anonymous, "
+        f"{base['rss_mb']:.0f} MB resident)"
+    )
     print(harness.table(rows, list(rows[0])))
     cold = [r for r in rows if r["run"] == "cold"]
     cached = [r for r in rows if r["run"] == "cached"]
     first, last = cold[0], cold[-1]
     growth = last["rows"] / first["rows"]
     harness.result_line(
-        rows=last["rows"], cold_s=last["total_s"], cached_s=cached[-1]["total_s"],
+        rows=last["rows"],
+        cold_s=last["total_s"],
+        cached_s=cached[-1]["total_s"],
         time_growth=last["total_s"] / first["total_s"] / growth,  # 1.0: linear
-        peak_mb=last["peak_mb"], strings_mb=last["strings_mb"], peak_to_strings=last["peak_mb"] / last["strings_mb"],
+        peak_mb=last["peak_mb"],
+        strings_mb=last["strings_mb"],
+        peak_to_strings=last["peak_mb"] / last["strings_mb"],
     )
 
 

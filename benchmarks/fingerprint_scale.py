@@ -9,6 +9,7 @@ counts its own peak, plus Python's, where tracemalloc sees numpy's buffers), not
 it is compared with the texts held as Python strings. Tokenizing is `data.tokenize` with model=minilm's
 tokenizer at the pipeline's max_length, the step a run pays anyway.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,9 @@ import harness
 import pyarrow as pa
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
 
-from pipeline import data, model
+from pipeline.data.fingerprint import fingerprint
+from pipeline.data.splits import tokenize
+from pipeline.training import model
 
 WORDS = "market shares rally oil team wins cup final lab study space rocket storm vote court bank".split()
 
@@ -37,7 +40,9 @@ def splits(n: int, directory: str) -> DatasetDict:
     features = Features(text=Value("string"), label=ClassLabel(names=["World", "Sports", "Business", "Sci/Tech"]))
     ds = Dataset.from_generator(rows, gen_kwargs={"n": n}, features=features, cache_dir=directory).shuffle(seed=42)
     cut1, cut2 = int(n * 0.8), int(n * 0.9)
-    return DatasetDict(train=ds.select(range(cut1)), validation=ds.select(range(cut1, cut2)), test=ds.select(range(cut2, n)))
+    return DatasetDict(
+        train=ds.select(range(cut1)), validation=ds.select(range(cut1, cut2)), test=ds.select(range(cut2, n))
+    )
 
 
 def peak_mb(ds: DatasetDict) -> float:
@@ -47,7 +52,7 @@ def peak_mb(ds: DatasetDict) -> float:
     pa.set_memory_pool(pool)
     tracemalloc.start()
     try:
-        data.fingerprint(ds)
+        fingerprint(ds)
         python_peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
@@ -59,11 +64,11 @@ def measure(n: int, tokenizer, max_length: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         ds = splits(n, tmp)
         started = time.perf_counter()
-        data.fingerprint(ds)
+        fingerprint(ds)
         seconds = time.perf_counter() - started
         peak = peak_mb(ds)  # a second pass: tracemalloc slows Python down several times
         started = time.perf_counter()
-        data.tokenize(ds, tokenizer, max_length)
+        tokenize(ds, tokenizer, max_length)
         tokenize_s = time.perf_counter() - started
         mean_chars = sum(len(t) for t in ds["train"].select(range(100))["text"]) / 100
     strings_mb = n * sys.getsizeof("x" * round(mean_chars)) / 1e6  # every text as a Python str
@@ -83,7 +88,10 @@ def main() -> None:
     print(harness.table(results, ["rows", "s", "us_per_row", "peak_mb", "strings_mb", "tokenize_s", "of_tokenizing"]))
     first, last = results[0], results[-1]
     harness.result_line(
-        fingerprint_rows=last["rows"], seconds=last["s"], peak_mb=last["peak_mb"], strings_mb=last["strings_mb"],
+        fingerprint_rows=last["rows"],
+        seconds=last["s"],
+        peak_mb=last["peak_mb"],
+        strings_mb=last["strings_mb"],
         ratio_to_tokenize=last["of_tokenizing"],
         time_growth_vs_linear=(last["s"] / first["s"]) / (last["rows"] / first["rows"]),
     )

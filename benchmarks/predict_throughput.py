@@ -13,6 +13,7 @@ The model is all-MiniLM-L6-v2 fine-tuned for one epoch on `--train-rows` AG News
 pipeline's defaults and saved as the pipeline saves its final model (tokenizer truncating at
 dataset.max_length), so that accuracy means something. `--quick`: 400 texts, 800 training rows.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,10 @@ import harness
 import pandas as pd
 from transformers import pipeline
 
-from pipeline import classifier, data, train
+from pipeline import classifier
+from pipeline.data.read import read_ag_news_csv
+from pipeline.training.args import training_args
+from pipeline.training.trainer import build_trainer
 
 NAIVE_SCRIPT = """\
 import sys
@@ -36,7 +40,8 @@ model, texts_file, out = sys.argv[1:]
 classify = pipeline("text-classification", model=model, tokenizer=model)
 texts = pd.read_csv(texts_file)["text"].tolist()
 found = [classify(text, truncation=True)[0] for text in texts]
-pd.DataFrame({"text": texts, "label": [f["label"] for f in found], "score": [f["score"] for f in found]}).to_csv(out, index=False)
+rows = {"text": texts, "label": [f["label"] for f in found], "score": [f["score"] for f in found]}
+pd.DataFrame(rows).to_csv(out, index=False)
 """
 
 
@@ -44,8 +49,8 @@ def save_model(cfg, directory: Path) -> None:
     """MiniLM fine-tuned for one epoch with the pipeline's defaults, saved as its final model is."""
     prep = harness.prepare(cfg)
     prep.tokenizer.model_max_length = cfg.dataset.max_length  # as pipeline.prepare saves it
-    args = train.training_args(cfg.trainer, str(directory.parent / "trainer"), cfg.seed, num_train_epochs=1)
-    trainer = train.build_trainer(args, prep.model_init, prep.tokenized, prep.tokenizer)
+    args = training_args(cfg.trainer, str(directory.parent / "trainer"), cfg.seed, num_train_epochs=1)
+    trainer = build_trainer(args, prep.model_init, prep.tokenized, prep.tokenizer)
     trainer.train()
     trainer.model.save_pretrained(directory)
     prep.tokenizer.save_pretrained(directory)
@@ -73,8 +78,17 @@ def timed_process(*command: str) -> float:
 
 
 def command(directory: Path, texts_file: Path, out: Path, *extra: str) -> float:
-    return timed_process(sys.executable, "-m", "pipeline.predict", str(directory), "--input", str(texts_file),
-                         "--output", str(out), *extra)
+    return timed_process(
+        sys.executable,
+        "-m",
+        "pipeline.predict",
+        str(directory),
+        "--input",
+        str(texts_file),
+        "--output",
+        str(out),
+        *extra,
+    )
 
 
 def accuracy(out: Path, truth: list[str]) -> float:
@@ -89,7 +103,7 @@ def main() -> None:
     args = parser.parse_args()
     count, rows = (400, 800) if args.quick else (args.texts, args.train_rows)
     cfg = harness.config("model=minilm", f"dataset.max_train_samples={rows}")
-    _, test = data.read_ag_news_csv(cfg.dataset.data_dir)
+    _, test = read_ag_news_csv(cfg.dataset.data_dir)
     test = test.select(range(count))
     texts, names = list(test["text"]), test.features["label"].names
     truth = [names[i] for i in test["label"]]
@@ -98,23 +112,44 @@ def main() -> None:
         out.mkdir()
         save_model(cfg, directory)
         test.to_pandas()[["text"]].to_csv(texts_file, index=False)
-        naive_s, pipeline_s, int8_s = naive_loop(directory, texts), classifier_alone(directory, texts), \
-            classifier_alone(directory, texts, quantize=True)
-        script_s = timed_process(sys.executable, "-c", NAIVE_SCRIPT, str(directory), str(texts_file), str(out / "naive.csv"))
+        naive_s, pipeline_s, int8_s = (
+            naive_loop(directory, texts),
+            classifier_alone(directory, texts),
+            classifier_alone(directory, texts, quantize=True),
+        )
+        script_s = timed_process(
+            sys.executable, "-c", NAIVE_SCRIPT, str(directory), str(texts_file), str(out / "naive.csv")
+        )
         command_s = command(directory, texts_file, out / "pipeline.csv")
         int8_command_s = command(directory, texts_file, out / "int8.csv", "--quantize")
         found = {name: accuracy(out / f"{name}.csv", truth) for name in ("naive", "pipeline", "int8")}
     print(f"{count} texts, model=minilm fine-tuned 1 epoch on {rows} rows, {harness.machine()}")
-    print(f"classifying alone, loading excluded (texts/s): naive pipeline() per text, fp32 {count / naive_s:.1f}; "
-          f"pipeline.classifier {count / pipeline_s:.1f}; with --quantize {count / int8_s:.1f}")
-    print(f"whole process, start to written file: naive script {script_s:.1f} s; python -m pipeline.predict --input "
-          f"{command_s:.1f} s; with --quantize {int8_command_s:.1f} s")
-    print(f"test accuracy: naive {found['naive']:.4f}, pipeline {found['pipeline']:.4f}, --quantize {found['int8']:.4f}")
+    print(
+        f"classifying alone, loading excluded (texts/s): naive pipeline() per text, fp32 {count / naive_s:.1f}; "
+        f"pipeline.classifier {count / pipeline_s:.1f}; with --quantize {count / int8_s:.1f}"
+    )
+    print(
+        f"whole process, start to written file: naive script {script_s:.1f} s; python -m pipeline.predict --input "
+        f"{command_s:.1f} s; with --quantize {int8_command_s:.1f} s"
+    )
+    print(
+        f"test accuracy: naive {found['naive']:.4f}, pipeline {found['pipeline']:.4f}, --quantize {found['int8']:.4f}"
+    )
     print(f"reproduce: python benchmarks/predict_throughput.py{' --quick' if args.quick else ''}")
-    harness.result_line(texts=count, naive_tps=count / naive_s, pipeline_tps=count / pipeline_s, ratio=naive_s / pipeline_s,
-                        naive_script_s=script_s, command_s=command_s, command_ratio=script_s / command_s,
-                        int8_tps=count / int8_s, int8_ratio=naive_s / int8_s, accuracy=found["pipeline"],
-                        accuracy_change=found["pipeline"] - found["naive"], int8_accuracy_change=found["int8"] - found["pipeline"])
+    harness.result_line(
+        texts=count,
+        naive_tps=count / naive_s,
+        pipeline_tps=count / pipeline_s,
+        ratio=naive_s / pipeline_s,
+        naive_script_s=script_s,
+        command_s=command_s,
+        command_ratio=script_s / command_s,
+        int8_tps=count / int8_s,
+        int8_ratio=naive_s / int8_s,
+        accuracy=found["pipeline"],
+        accuracy_change=found["pipeline"] - found["naive"],
+        int8_accuracy_change=found["int8"] - found["pipeline"],
+    )
 
 
 if __name__ == "__main__":

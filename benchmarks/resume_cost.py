@@ -12,6 +12,7 @@
 
 `--quick`: 600 rows, 2 kills (about 10 minutes on 2 cores); the same result keys.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,12 +28,14 @@ from pathlib import Path
 import harness
 import optuna
 from optuna.trial import TrialState
+from transformers import TrainerCallback
 
-from pipeline import resume, train
-from pipeline.space import hp_space, load_space
-from pipeline.study import trial_name
-from pipeline.train import objective
 from devtools.commands import study_storage
+from pipeline.search import resume
+from pipeline.search.space import hp_space, load_space
+from pipeline.search.study import trial_name
+from pipeline.training.args import training_args
+from pipeline.training.trainer import build_trainer, objective
 
 STUDY = "ag_news-minilm"
 SPACE = "learning_rate: {type: categorical, choices: [5.0e-5]}\n"
@@ -40,9 +43,16 @@ SPACE = "learning_rate: {type: categorical, choices: [5.0e-5]}\n"
 
 def overrides(rows: int, epochs: int, space: Path) -> list[str]:
     return [
-        "model=minilm", f"dataset.data_dir={harness.AG_NEWS_DIR}", f"dataset.max_train_samples={rows}",
-        "dataset.max_eval_samples=400", f"trainer.num_train_epochs={epochs}", f"search.space={space}",
-        "search.n_trials=1", "search.pruner=none", "search.heartbeat_interval=1", "search.grace_period=2",
+        "model=minilm",
+        f"dataset.data_dir={harness.AG_NEWS_DIR}",
+        f"dataset.max_train_samples={rows}",
+        "dataset.max_eval_samples=400",
+        f"trainer.num_train_epochs={epochs}",
+        f"search.space={space}",
+        "search.n_trials=1",
+        "search.pruner=none",
+        "search.heartbeat_interval=1",
+        "search.grace_period=2",
         f"search.study_name={STUDY}",
     ]
 
@@ -56,30 +66,41 @@ def save_cost(rows: int, epochs: int, workdir: Path) -> dict:
     space_file = workdir / "space.yaml"
     cfg = harness.config(*overrides(rows, epochs, space_file), f"search.checkpoint_dir={workdir / 'checkpoints'}")
     prep = harness.prepare(cfg)
-    args = train.training_args(cfg.trainer, str(resume.states_dir(cfg.search.checkpoint_dir)), cfg.seed)
-    trainer = train.build_trainer(args, prep.model_init, prep.tokenized, prep.tokenizer)
-    resume.ResumableTrials(trainer)
+    states = resume.states_dir(cfg.search.checkpoint_dir)
+    args = training_args(cfg.trainer, str(states), cfg.seed)
+    trainer = build_trainer(
+        args, prep.model_init, prep.tokenized, prep.tokenizer, resumer=resume.ResumableTrials(states)
+    )
     timings = {"epoch_s": [], "save_s": [], "peak_bytes": 0}
-    save, epoch_start = trainer._save_checkpoint, [0.0]
+    began = {"epoch": 0.0, "save": 0.0}
 
-    def timed_save(*a, **k):
-        begun = time.perf_counter()
-        save(*a, **k)
-        timings["save_s"].append(time.perf_counter() - begun)
-        timings["peak_bytes"] = max(timings["peak_bytes"], du(Path(cfg.search.checkpoint_dir)))
+    class Timer(TrainerCallback):
+        """The Trainer saves right after on_evaluate and then calls on_save: the time between is the save's."""
 
-    class EpochTimer(train.TrainerCallback):
         def on_epoch_begin(self, *a, **k):
-            epoch_start[0] = time.perf_counter()
+            began["epoch"] = time.perf_counter()
 
         def on_epoch_end(self, *a, **k):
-            timings["epoch_s"].append(time.perf_counter() - epoch_start[0])
+            timings["epoch_s"].append(time.perf_counter() - began["epoch"])
 
-    trainer._save_checkpoint = timed_save
-    trainer.add_callback(EpochTimer())
+        def on_evaluate(self, *a, **k):
+            began["save"] = time.perf_counter()
+
+        def on_save(self, *a, **k):
+            timings["save_s"].append(time.perf_counter() - began["save"])
+            timings["peak_bytes"] = max(timings["peak_bytes"], du(Path(cfg.search.checkpoint_dir)))
+
+    trainer.add_callback(Timer())
     study = optuna.create_study(direction="maximize")
-    trainer.hyperparameter_search(hp_space=hp_space(load_space(str(space_file))), compute_objective=objective, n_trials=1,
-                                  direction="maximize", backend="optuna", hp_name=trial_name, study_name=study.study_name)
+    trainer.hyperparameter_search(
+        hp_space=hp_space(load_space(str(space_file))),
+        compute_objective=objective,
+        n_trials=1,
+        direction="maximize",
+        backend="optuna",
+        hp_name=trial_name,
+        study_name=study.study_name,
+    )
     return timings
 
 
@@ -144,8 +165,11 @@ def main() -> None:
     cost = save_cost(args.rows, args.epochs, workdir)
     epoch_s = sum(cost["epoch_s"]) / len(cost["epoch_s"])
     save_s = sum(cost["save_s"]) / len(cost["save_s"])
-    print(f"epoch {epoch_s:.1f} s, state written in {save_s:.2f} s ({save_s / epoch_s:.1%}), "
-          f"checkpoint_dir at its peak {cost['peak_bytes'] / 2**20:.0f} MiB", flush=True)
+    print(
+        f"epoch {epoch_s:.1f} s, state written in {save_s:.2f} s ({save_s / epoch_s:.1%}), "
+        f"checkpoint_dir at its peak {cost['peak_bytes'] / 2**20:.0f} MiB",
+        flush=True,
+    )
 
     argv = [sys.executable, "-m", "pipeline", *overrides(args.rows, args.epochs, workdir / "space.yaml")]
     straight = Path(tempfile.mkdtemp(dir=workdir))
@@ -164,8 +188,12 @@ def main() -> None:
     lost_resumed = sum(r["lost_resumed_s"] for r in rows) / len(rows)
     lost_scratch = sum(r["lost_from_scratch_s"] for r in rows) / len(rows)
     harness.result_line(
-        epoch_s=epoch_s, save_s=save_s, save_fraction=save_s / epoch_s, peak_disk_mib=cost["peak_bytes"] / 2**20,
-        lost_per_kill_resumed_s=lost_resumed, lost_per_kill_from_scratch_s=lost_scratch,
+        epoch_s=epoch_s,
+        save_s=save_s,
+        save_fraction=save_s / epoch_s,
+        peak_disk_mib=cost["peak_bytes"] / 2**20,
+        lost_per_kill_resumed_s=lost_resumed,
+        lost_per_kill_from_scratch_s=lost_scratch,
         lost_resumed_in_epochs=lost_resumed / epoch_s,
     )
 

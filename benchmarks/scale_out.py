@@ -4,6 +4,7 @@ Both against the same real services: Optuna on PostgreSQL (127.0.0.1:5432) and a
 PostgreSQL backend. Each worker is the real command (`python -m pipeline ...`), final step included.
 Run from the project root: `python benchmarks/scale_out.py`.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,13 +25,22 @@ TRIALS = 6
 def workers(cwd: Path, storage: str, tracking_uri: str, study: str, count: int) -> float:
     """Seconds until `count` workers, started together, have run TRIALS trials of `study` between them."""
     command = [
-        sys.executable, "-m", "pipeline", *TINY, "trainer.num_train_epochs=1", f"search.space={cwd / 'space.yaml'}",
-        f"search.storage={storage}", f"tracking.uri={tracking_uri}", f"search.study_name={study}",
+        sys.executable,
+        "-m",
+        "pipeline",
+        *TINY,
+        "trainer.num_train_epochs=1",
+        f"search.space={cwd / 'space.yaml'}",
+        f"search.storage={storage}",
+        f"tracking.uri={tracking_uri}",
+        f"search.study_name={study}",
         f"search.n_trials={TRIALS // count}",
     ]
     started = time.monotonic()
     logs = [open(cwd / f"{study}-{i}.log", "w") for i in range(count)]
-    processes = [subprocess.Popen(command, cwd=cwd, env=pipeline_env(), stdout=log, stderr=subprocess.STDOUT) for log in logs]
+    processes = [
+        subprocess.Popen(command, cwd=cwd, env=pipeline_env(), stdout=log, stderr=subprocess.STDOUT) for log in logs
+    ]
     codes = [p.wait() for p in processes]
     elapsed = time.monotonic() - started
     for log in logs:
@@ -41,8 +51,11 @@ def workers(cwd: Path, storage: str, tracking_uri: str, study: str, count: int) 
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp, postgres_database("bench_optuna") as optuna_db, \
-            postgres_database("bench_mlflow") as mlflow_db:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        postgres_database("bench_optuna") as optuna_db,
+        postgres_database("bench_mlflow") as mlflow_db,
+    ):
         cwd = Path(tmp)
         (cwd / "space.yaml").write_text(ONE_EPOCH_SPACE)
         with mlflow_server(mlflow_db, cwd / "artifacts", cwd / "mlflow-server.log") as url:

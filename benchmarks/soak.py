@@ -8,6 +8,7 @@ Each trial is tiny (64 rows, 1-3 epochs), so 30 trials with the kills take about
 (--quick: 8 trials). Killed trials are resumed from their last finished epoch (resume.py): the result line
 counts the epochs trained again after the kills, beside the count had every retry started from scratch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,9 +28,9 @@ from optuna.trial import TrialState
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from pipeline.audit import audit  # noqa: E402
-from pipeline.resume import RESUMED_FROM_EPOCH  # noqa: E402
+from devtools.audit import audit  # noqa: E402
 from devtools.commands import study_storage, tracking_uri  # noqa: E402
+from pipeline.search.resume import RESUMED_FROM_EPOCH  # noqa: E402
 
 STUDY = "ag_news-tiny"
 SPACE = {
@@ -43,7 +44,8 @@ def command(workdir: Path, n_trials: int, mode: str = "search") -> list[str]:
         sys.executable, "-m", "pipeline", "model=tiny", f"mode={mode}",
         f"dataset.data_dir={ROOT.parent / 'shared' / 'data' / 'ag_news_csv'}",
         "dataset.max_train_samples=64", "dataset.max_eval_samples=32", "dataset.max_length=32",
-        "trainer.learning_rate=0.001", "trainer.num_train_epochs=1", "trainer.logging_steps=4", f"search.study_name={STUDY}",
+        "trainer.learning_rate=0.001", "trainer.num_train_epochs=1", "trainer.logging_steps=4",
+        f"search.study_name={STUDY}",
         f"search.space={workdir / 'space.yaml'}", f"search.n_trials={n_trials}", "search.pruner=none",
         # A killed worker's trial is stale 2 s after its last heartbeat: the restart (longer) repairs it.
         "search.heartbeat_interval=1", "search.grace_period=2",
@@ -121,7 +123,9 @@ def main() -> int:
             proc = subprocess.Popen(argv, cwd=workdir, env=env, stdout=log, stderr=subprocess.STDOUT)
         starts += 1
         # Kill while the worker's k-th trial (k random) is in progress, at a random moment of it.
-        if remaining > 0 and wait_for_trial(proc, workdir, trials_started(workdir) + rng.randint(1, args.max_trials_per_worker)):
+        if remaining > 0 and wait_for_trial(
+            proc, workdir, trials_started(workdir) + rng.randint(1, args.max_trials_per_worker)
+        ):
             time.sleep(rng.uniform(0, args.kill_within))
         try:
             code = proc.wait(timeout=0 if remaining > 0 else None)
@@ -130,13 +134,19 @@ def main() -> int:
             proc.wait()
             kills += 1
             clean = False
-            print(f"[{time.monotonic() - started:6.0f}s] killed worker {starts}; {completed(workdir)} trials complete", flush=True)
+            print(
+                f"[{time.monotonic() - started:6.0f}s] killed worker {starts}; {completed(workdir)} trials complete",
+                flush=True,
+            )
             continue
         if code != 0:
             print(f"worker {starts} exited {code}; see {workdir / 'worker.log'}", file=sys.stderr)
             return 1
         clean = True
-        print(f"[{time.monotonic() - started:6.0f}s] worker {starts} finished; {completed(workdir)} trials complete", flush=True)
+        print(
+            f"[{time.monotonic() - started:6.0f}s] worker {starts} finished; {completed(workdir)} trials complete",
+            flush=True,
+        )
 
     study = optuna.load_study(study_name=STUDY, storage=study_storage(workdir))
     uri = tracking_uri(workdir)
@@ -144,8 +154,10 @@ def main() -> int:
     print(f"workers started {starts}, SIGKILLed {kills}, {time.monotonic() - started:.0f}s")
     print(result.summary())
     resumed, from_scratch = epochs_retrained(study)
-    print(f"result: soak consistent={result.consistent} kills={kills} epochs_retrained={resumed} "
-          f"epochs_retrained_without_resuming={from_scratch}")
+    print(
+        f"result: soak consistent={result.consistent} kills={kills} epochs_retrained={resumed} "
+        f"epochs_retrained_without_resuming={from_scratch}"
+    )
     for line in result.disagreements + [f"RUNNING: {name}" for name in result.running_runs]:
         print("  " + line)
     print("consistent" if result.consistent else "INCONSISTENT")

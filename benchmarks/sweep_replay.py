@@ -12,6 +12,7 @@ recorded trial nearest to it (a float snapped to the nearest recorded value on i
 trial's per-epoch accuracies to the pruner, and costs its recorded seconds (a pruned trial: the epochs it
 ran). A search stops at the grid's size in trials or when `--budget` of the grid's time is spent.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,13 @@ import harness
 import optuna
 from sweep_to_best import grid_of
 
-from pipeline.space import Param, hp_space, load_space
-from pipeline.study import TrialSeededSampler, make_pruner, make_sampler, open_study
+from pipeline.search.space import Param, hp_space, load_space
+from pipeline.search.study import (
+    TrialSeededSampler,
+    make_pruner,
+    make_sampler,
+    open_study,
+)
 
 
 def load_grid(storage: str) -> list[optuna.trial.FrozenTrial]:
@@ -38,6 +44,7 @@ def duration(trial: optuna.trial.FrozenTrial) -> float:
 
 def nearest(trials: list[optuna.trial.FrozenTrial], params: dict, space: list[Param]):
     """The recorded trial closest to `params`: same categorical and int values, nearest float values."""
+
     def distance(trial: optuna.trial.FrozenTrial) -> float:
         far = 0.0
         for param in space:
@@ -103,17 +110,26 @@ def main() -> None:
         trials, finished = replay(cfg, recorded, space, seed, args.budget * grid_total, len(wanted))
         hit = next((s for s, _, v in finished if v >= target), math.inf)
         sampled = next((s for s, number, v in finished if v >= target and number > 0), math.inf)  # not the start
-        rows.append({
-            "seed": seed, "trials": trials, "best": max(v for _, _, v in finished),
-            "of_grid": hit / grid_total, "sampled_of_grid": sampled / grid_total,
-        })
-    print(f"comparison grid: {len(wanted)} points, {grid_total:.0f} s, target {target:.4f}; "
-          f"search: {cfg.search.sampler.name} + {cfg.search.pruner.name} pruning, {args.budget} of the grid's time")
+        rows.append(
+            {
+                "seed": seed,
+                "trials": trials,
+                "best": max(v for _, _, v in finished),
+                "of_grid": hit / grid_total,
+                "sampled_of_grid": sampled / grid_total,
+            }
+        )
+    print(
+        f"comparison grid: {len(wanted)} points, {grid_total:.0f} s, target {target:.4f}; "
+        f"search: {cfg.search.sampler.name} + {cfg.search.pruner.name} pruning, {args.budget} of the grid's time"
+    )
     print(harness.table(rows, list(rows[0])))
     within = sum(r["of_grid"] <= args.budget for r in rows)
     sampled_within = sum(r["sampled_of_grid"] <= args.budget for r in rows)
     harness.result_line(
-        seeds=len(rows), within_budget=f"{within}/{len(rows)}", sampled_within_budget=f"{sampled_within}/{len(rows)}",
+        seeds=len(rows),
+        within_budget=f"{within}/{len(rows)}",
+        sampled_within_budget=f"{sampled_within}/{len(rows)}",
         median_fraction=statistics.median(r["of_grid"] for r in rows),
     )
 

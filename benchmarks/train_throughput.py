@@ -7,6 +7,7 @@ random sampler. Each row adds one of the pipeline's fast paths; the last row is 
 (bf16 where the processor has it: trainer.bf16=auto). `--quick`: fewer steps, the same rows and result keys.
 Samples/s counts the training loop only; `trial_setup_s` is what each trial pays before it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,9 +16,16 @@ import time
 from dataclasses import dataclass
 
 import harness
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+)
 
-from pipeline import data, model, train
+from pipeline.data.read import label_names
+from pipeline.training import model
+from pipeline.training.args import training_args
+from pipeline.training.trainer import PipelineTrainer
 
 
 @dataclass
@@ -37,8 +45,14 @@ def variants(cfg) -> list[Variant]:
         Variant(f"+ max_length {cfg.dataset.max_length}", cfg.dataset.max_length, "batch", "random", True),
         Variant("+ length-grouped batches", cfg.dataset.max_length, "batch", "group_by_length", True),
         Variant("+ weights loaded once", cfg.dataset.max_length, "batch", cfg.trainer.train_sampling_strategy, False),
-        Variant(f"pipeline defaults (bf16={cfg.trainer.bf16})", cfg.dataset.max_length, "batch",
-                cfg.trainer.train_sampling_strategy, False, cfg.trainer.bf16),
+        Variant(
+            f"pipeline defaults (bf16={cfg.trainer.bf16})",
+            cfg.dataset.max_length,
+            "batch",
+            cfg.trainer.train_sampling_strategy,
+            False,
+            cfg.trainer.bf16,
+        ),
     ]
 
 
@@ -51,26 +65,38 @@ def measure(variant: Variant, cfg, prep: harness.Prepared, steps: int) -> dict:
         tokenizer = AutoTokenizer.from_pretrained(source)
         encoded = splits.map(
             lambda b: tokenizer(b["text"], truncation=True, max_length=variant.max_length, padding=_pad(variant)),
-            batched=True, remove_columns=["text"], load_from_cache_file=False,  # naive: tokenized afresh
+            batched=True,
+            remove_columns=["text"],
+            load_from_cache_file=False,  # naive: tokenized afresh
         )
-        net = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(data.label_names(splits)))
+        net = AutoModelForSequenceClassification.from_pretrained(source, num_labels=len(label_names(splits)))
     else:
         tokenizer, encoded, net = prep.tokenizer, prep.tokenized, prep.model_init()
     setup = time.perf_counter() - started
-    args = train.training_args(
-        cfg.trainer, "/tmp/bench-throughput", cfg.seed,
-        max_steps=steps, train_sampling_strategy=variant.sampling, logging_steps=10_000, disable_tqdm=True,
+    args = training_args(
+        cfg.trainer,
+        "/tmp/bench-throughput",
+        cfg.seed,
+        max_steps=steps,
+        train_sampling_strategy=variant.sampling,
+        logging_steps=10_000,
+        disable_tqdm=True,
         bf16=variant.bf16,
     )
-    trainer = train.PipelineTrainer(  # the pipeline's order of length-grouped batches
-        model=net, args=args, train_dataset=encoded["train"], eval_dataset=encoded["validation"],
+    trainer = PipelineTrainer(  # the pipeline's order of length-grouped batches
+        model=net,
+        args=args,
+        train_dataset=encoded["train"],
+        eval_dataset=encoded["validation"],
         data_collator=DataCollatorWithPadding(tokenizer),
     )
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
     samples = steps * args.per_device_train_batch_size
-    real_tokens = statistics.fmean(sum(t != tokenizer.pad_token_id for t in ids) for ids in encoded["train"]["input_ids"][:2000])
+    real_tokens = statistics.fmean(
+        sum(t != tokenizer.pad_token_id for t in ids) for ids in encoded["train"]["input_ids"][:2000]
+    )
     return {
         "variant": variant.name,
         "samples": samples,

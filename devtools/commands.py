@@ -1,5 +1,6 @@
 """The real command, as tests and benchmarks run it: this checkout's `python -m pipeline`, offline, on
 small real data (`TINY`: the tiny random BERT and a few hundred AG News rows from ../shared)."""
+
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import resume
+from pipeline.search import resume
 
 ROOT = Path(__file__).resolve().parent.parent
 AG_NEWS_DIR = ROOT.parent / "shared" / "data" / "ag_news_csv"
@@ -48,7 +49,9 @@ def pipeline_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_pipeline(cwd: Path, *overrides: str, module: str = "pipeline", timeout: float = 300, **popen) -> subprocess.CompletedProcess:
+def run_pipeline(
+    cwd: Path, *overrides: str, module: str = "pipeline", timeout: float = 300, **popen
+) -> subprocess.CompletedProcess:
     """Run `python -m pipeline OVERRIDES` in `cwd` (where mlruns/ and outputs/ land)."""
     return subprocess.run(
         [sys.executable, "-m", module, *overrides],
@@ -59,6 +62,18 @@ def run_pipeline(cwd: Path, *overrides: str, module: str = "pipeline", timeout: 
         timeout=timeout,
         **popen,
     )
+
+
+def start_pipeline(cwd: Path, *overrides: str, log: Path) -> subprocess.Popen:
+    """Start `python -m pipeline OVERRIDES` in `cwd`, in the background; its output goes to `log`."""
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline", *overrides],
+            cwd=cwd,
+            env=pipeline_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def wait_for_saved_epoch(states: Path, proc: subprocess.Popen, timeout: float = 240) -> dict:

@@ -1,5 +1,6 @@
 """Real services for the tests and benchmarks: throwaway PostgreSQL databases on
 127.0.0.1:5432 and an `mlflow server` subprocess on a free loopback port."""
+
 from __future__ import annotations
 
 import contextlib
@@ -15,7 +16,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
-
 
 POSTGRES = "postgres@127.0.0.1:5432"
 # One epoch per trial, so that several worker processes finish within a minute or two on 2 cores.
@@ -56,8 +56,20 @@ def mlflow_server(
     """`mlflow server` with `backend_uri` and proxied artifacts in `artifacts`; yields its URL."""
     port = port or free_port()
     command = [
-        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend_uri,
-        "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(artifacts),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
     ]
     with open(log, "a") as out:
         server = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -1,7 +1,8 @@
 """Render captured terminal text (the pipeline's stdout) to a PNG for the README.
 
-    python docs/render_terminal.py out.txt docs/terminal-summary.png
+python docs/render_terminal.py out.txt docs/terminal-summary.png
 """
+
 import re
 import sys
 from pathlib import Path

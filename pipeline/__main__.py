@@ -1,20 +1,21 @@
 """Entry point: `python -m pipeline +experiment=ag_news [key=value ...]` (Hydra; `-m` for multirun)."""
+
 import os
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
-from pipeline import hub, interrupts, schema, secrets
-from pipeline.config_errors import one_line
-from pipeline.errors import PipelineError
+from pipeline import schema
+from pipeline.errors import PipelineError, one_line
+from pipeline.runtime import interrupts, secrets, startup
 
-schema.register()
+schema.store_in_hydra()
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -28,7 +29,7 @@ def main(cfg: DictConfig):
         return run(cfg)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(startup.EXIT_BAD_INPUT)
 
 
 def _hydra_files() -> list[Path]:
@@ -42,21 +43,20 @@ def _hydra_files() -> list[Path]:
 
 def cli() -> None:
     """Hydra's main, with config errors on one line (exit 2) and an interrupt without a traceback."""
-    secrets.guard_process()  # before Hydra prints or logs anything
-    interrupts.redeliver_swallowed()
-    hub.go_offline_if_unreachable()  # before pipeline.run imports huggingface_hub, which reads it once
+    startup.begin()  # before Hydra prints or logs anything
+    startup.go_offline_if_unreachable()  # before pipeline.run imports huggingface_hub, which reads it once
     full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us instead of Hydra's multi-line report
-    try:
-        main()
-    except (HydraException, OmegaConfBaseException) as err:
-        if full_error:
-            raise
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt as err:
-        print(f"interrupted ({interrupts.what(err)}): run the same command again to continue the study", file=sys.stderr)
-        sys.exit(130)
+
+    def composed_and_run() -> None:
+        try:
+            main()
+        except (HydraException, OmegaConfBaseException) as err:
+            if full_error:
+                raise
+            raise PipelineError(one_line(err)) from None
+
+    sys.exit(startup.exit_code(composed_and_run, "run the same command again to continue the study"))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,12 @@
 """A trained classifier loaded once, from a saved directory or a `models:/` (or `runs:/`) URI, onto its device
 (a CUDA GPU when there is one), and applied in length-sorted batches without gradients: every class's
-probability for each text."""
+probability for each text. Also the options that load and apply it, which `pipeline.predict` and
+`pipeline.evaluate` share."""
+
 from __future__ import annotations
 
+import argparse
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,10 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+)
 
-from pipeline import precision
 from pipeline.errors import PipelineError
+from pipeline.runtime import sqlite
+from pipeline.schema import TrackingConfig
+from pipeline.training import precision
 
 BATCH_SIZE = 64  # texts per batch; on an H200 too, 64 classified faster than 256 (docs/performance.md)
 DEVICES = ("auto", "cpu", "cuda")
@@ -46,7 +56,7 @@ class Classifier:
         starts = range(0, len(order), batch_size)
         with torch.inference_mode():
             for start in tqdm(starts, desc="classify", unit="batch", disable=not progress):
-                rows = order[start:start + batch_size]
+                rows = order[start : start + batch_size]
                 batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
                 logits = self.model(**batch.to(self.device)).logits
                 result[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
@@ -65,8 +75,10 @@ def device_for(choice: str, quantize: bool = False) -> torch.device:
     if choice == "cuda" and not torch.cuda.is_available():
         raise PipelineError("--device=cuda: torch sees no CUDA device here; use --device=auto or --device=cpu")
     if quantize and choice == "cuda":
-        raise PipelineError("--quantize with --device=cuda: int8 quantization runs on the CPU only; use --device=cpu "
-                            "(or auto), or drop --quantize")
+        raise PipelineError(
+            "--quantize with --device=cuda: int8 quantization runs on the CPU only; use --device=cpu "
+            "(or auto), or drop --quantize"
+        )
     if choice == "auto":
         choice = "cuda" if torch.cuda.is_available() and not quantize else "cpu"
     return torch.device(choice)
@@ -83,7 +95,9 @@ def load(uri: str, tracking_uri: str, quantize: bool = False, device: str = "aut
     elif uri.startswith(("models:/", "runs:/")):
         model, tokenizer = _from_mlflow(uri, tracking_uri)
     else:
-        raise PipelineError(f"{uri}: neither a model directory nor a models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI")
+        raise PipelineError(
+            f"{uri}: neither a model directory nor a models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI"
+        )
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     model = quantized(model) if quantize else model.to(target, precision.inference_dtype(target))
     return Classifier(model, tokenizer, labels, quantize)
@@ -105,14 +119,61 @@ def _from_mlflow(uri: str, tracking_uri: str):
     try:
         components = mlflow.transformers.load_model(uri, return_type="components")
     except Exception as err:  # no such model, version or alias; an unreachable server
-        raise PipelineError(f"cannot load {uri} from --tracking-uri={tracking_uri}: {str(err).splitlines()[0]}") from None
+        raise PipelineError(
+            f"cannot load {uri} from --tracking-uri={tracking_uri}: {str(err).splitlines()[0]}"
+        ) from None
     return components["model"], components["tokenizer"]
 
 
 def check_store(tracking_uri: str) -> None:
     """A mistyped local store would be created empty by MLflow: refuse one that does not exist."""
-    if tracking_uri.startswith("sqlite:///") and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+    path = sqlite.path_of(tracking_uri)
+    if path is not None and not path.is_file():
         raise PipelineError(
             f"--tracking-uri={tracking_uri}: no such file; run from the directory that holds mlruns/, or give the "
             "store's path (sqlite:///PATH/mlflow.db) or server (http://HOST:PORT)"
         )
+
+
+def add_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the commands that apply a trained model to users' rows."""
+    parser.add_argument(
+        "--text-columns", default="text", help="the file's text columns, joined with a space (default: text)"
+    )
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="texts per batch (default: %(default)s)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help=(
+            "where the model runs: auto (a CUDA GPU where torch sees one, else the CPU), cpu or cuda; "
+            "bf16 where the device has it (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--quantize",
+        action="store_true",
+        help=(
+            "int8 dynamic quantization of the Linear layers, on the CPU (--device auto picks the CPU); on a CPU with "
+            "bf16 it measured no faster and about a point less accurate (docs/performance.md): check it on your data "
+            "with pipeline.evaluate --quantize"
+        ),
+    )
+    parser.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI", TrackingConfig.uri),
+        help="MLflow tracking/registry URI for models:/ URIs (default: %(default)s)",
+    )
+
+
+def check_options(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise PipelineError(f"--batch-size={args.batch_size}: must be at least 1")
+
+
+def text_columns(args: argparse.Namespace) -> list[str]:
+    return [c.strip() for c in args.text_columns.split(",") if c.strip()]
+
+
+def from_options(args: argparse.Namespace) -> Classifier:
+    """The model at the command's URI, loaded as its options say."""
+    return load(args.uri, args.tracking_uri, args.quantize, args.device)

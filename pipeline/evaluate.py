@@ -2,12 +2,12 @@
 test split of an AG News release with --data-dir). Prints accuracy, macro-F1 and per-class scores beside the
 version's recorded test accuracy; for a registered version, logs an MLflow run (tag pipeline.role=evaluation)
 with the metrics, the data as an input and the confusion matrix, linked to the version both ways."""
+
 from __future__ import annotations
 
 import argparse
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,11 +17,15 @@ from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from pipeline import classifier, cli, data, files, interrupts, report, tracking
+from pipeline import classifier
+from pipeline.data import files
+from pipeline.data.read import read_ag_news_csv
 from pipeline.errors import PipelineError
-from pipeline.registry import TEST_METRIC
-from pipeline.scoring import PER_CLASS, Scored, metric_name
-from pipeline.tracking import ROLE_TAG
+from pipeline.runtime import interrupts, startup
+from pipeline.tracking import internals as mlflow_internals
+from pipeline.tracking import report
+from pipeline.tracking.tracker import ROLE_TAG, ended_as_the_block_ends
+from pipeline.training.metrics import PER_CLASS, TEST_METRIC, Scored, metric_name
 
 MODEL_VERSION_TAG = "pipeline.model_version"  # on the evaluation run: models:/NAME/VERSION
 EVALUATION_TAG = "pipeline.evaluation_run"  # on the version: its latest evaluation run
@@ -43,17 +47,18 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("file", nargs="?", help="a labelled CSV, JSONL, JSON or Parquet file")
     parser.add_argument("--label-column", default="label", help="the file's label column (default: label)")
     parser.add_argument("--data-dir", help="instead of FILE: an AG News CSV release directory, scored on its test.csv")
-    cli.add_common_options(parser)
+    classifier.add_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.main(arguments(), run, argv)
+    return startup.command(arguments(), run, argv)
 
 
 def run(args: argparse.Namespace) -> dict[str, float]:
+    classifier.check_options(args)
     labelled = read_labelled(args)
-    model = classifier.load(args.uri, args.tracking_uri, args.quantize, args.device)
+    model = classifier.from_options(args)
     unknown = sorted(set(labelled.truth) - set(model.labels))
     if unknown:
         raise PipelineError(
@@ -67,7 +72,10 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     print(summary(args.uri, labelled, scored, metrics, version, model.where()))
     if version is not None:
         run_id = log_evaluation(args.tracking_uri, version, labelled, scored, model)
-        print(f"logged as MLflow run {run_id} (tag {ROLE_TAG}=evaluation); {EVALUATION_TAG} on models:/{version.name}/{version.version}")
+        print(
+            f"logged as MLflow run {run_id} (tag {ROLE_TAG}=evaluation); {EVALUATION_TAG} on "
+            f"models:/{version.name}/{version.version}"
+        )
     return metrics
 
 
@@ -75,7 +83,7 @@ def read_labelled(args: argparse.Namespace) -> Labelled:
     if bool(args.file) == bool(args.data_dir):
         raise PipelineError("give a labelled FILE or --data-dir DIR (one of the two)")
     if args.data_dir:
-        _, test = data.read_ag_news_csv(args.data_dir)
+        _, test = read_ag_news_csv(args.data_dir)
         names = test.features["label"].names
         rows = test.to_pandas()
         return Labelled(rows, list(rows["text"]), [names[i] for i in rows["label"]], f"--data-dir={args.data_dir}")
@@ -83,7 +91,7 @@ def read_labelled(args: argparse.Namespace) -> Labelled:
     rows = files.read_rows(args.file, "FILE")
     files.require_columns(rows, [args.label_column], where, "--label-column")
     rows = rows[rows[args.label_column].notna()]
-    texts = files.texts_of(rows, cli.text_columns(args), where)
+    texts = files.texts_of(rows, classifier.text_columns(args), where)
     return Labelled(rows, texts, [str(v).strip() for v in rows[args.label_column]], where)
 
 
@@ -120,19 +128,22 @@ def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Score
     client = interrupts.HeldDuringWrites(MlflowClient(tracking_uri, tracking_uri))  # Ctrl-C: no half a write
     experiment_id = client.get_run(version.run_id).info.experiment_id
     model_uri = f"models:/{version.name}/{version.version}"
-    tags = {ROLE_TAG: "evaluation", MODEL_VERSION_TAG: model_uri, MLFLOW_RUN_NAME: f"evaluate-{version.name}-v{version.version}"}
+    tags = {
+        ROLE_TAG: "evaluation",
+        MODEL_VERSION_TAG: model_uri,
+        MLFLOW_RUN_NAME: f"evaluate-{version.name}-v{version.version}",
+    }
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
-    with tracking.ended_as_the_block_ends(client, run_id):
+    with ended_as_the_block_ends(client, run_id):
         now = int(time.time() * 1000)
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in scored.metrics().items()],
-                         params=[Param("quantized", str(model.quantized).lower()), Param("device", model.where())])
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, v, now, 0) for k, v in scored.metrics().items()],
+            params=[Param("quantized", str(model.quantized).lower()), Param("device", model.where())],
+        )
         path = labelled.source.split("=", 1)[1]
         mlflow.set_tracking_uri(tracking_uri)
-        # Quieted: "can be interpreted in multiple ways" (both readings are the local file), and the schema's
-        # hint on integer columns (about serving a model with that schema, which this dataset is not).
-        with warnings.catch_warnings(), mlflow.start_run(run_id=run_id):
-            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways", category=UserWarning)
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+        with mlflow_internals.quiet_dataset_warnings(), mlflow.start_run(run_id=run_id):
             dataset = mlflow.data.from_pandas(labelled.rows, source=path, name=Path(path).name)
             mlflow.log_input(dataset, context="evaluation")
         report.log_confusion_matrix(client, run_id, scored, f"{model_uri} on {labelled.source}")

@@ -1,6 +1,7 @@
 """The final step: the best trial (or, in mode=train, conf/trainer's values) to a model trained once more
 or reloaded from its kept weights, scored once on the test split, saved and registered. Under torchrun
 every rank trains and scores; rank 0 alone writes."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,15 +14,27 @@ import optuna
 from transformers import AutoModelForSequenceClassification
 from transformers.trainer_utils import PredictionOutput
 
-from pipeline import checkpoints, model_card, progress, registry, report, resume, torchrun
-from pipeline.outbox import RunRef
+from pipeline import console
 from pipeline.prepare import Prepared
-from pipeline.registry import F1_METRIC, TEST_METRIC, FinalModel
-from pipeline.scoring import Scored
-from pipeline.space import at_bounds
-from pipeline.study import best_trial
-from pipeline.tracking import RUN_ID_ATTR, EpochMetrics
-from pipeline.train import OBJECTIVE, PipelineTrainer
+from pipeline.runtime import distributed
+from pipeline.runtime.secrets import redact
+from pipeline.search import checkpoints, resume
+from pipeline.search.space import at_bounds
+from pipeline.search.study import best_trial
+from pipeline.tracking import registry, report
+from pipeline.tracking.callbacks import EpochMetrics
+from pipeline.tracking.outbox import RunRef
+from pipeline.tracking.provenance import command_line, run_params
+from pipeline.tracking.registry import FinalModel
+from pipeline.tracking.tracker import RUN_ID_ATTR
+from pipeline.training.metrics import (
+    F1_METRIC,
+    OBJECTIVE,
+    TEST_METRIC,
+    Scored,
+    metric_name,
+)
+from pipeline.training.trainer import PipelineTrainer
 
 log = logging.getLogger(__name__)
 MODEL_CARD = "model_card.md"  # the registered version's description, also in the run's outputs/ directory
@@ -51,8 +64,8 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
         prep.tracker.log_metrics(parent, {f"best_{OBJECTIVE}": trial.value})
         run_id = trial.user_attrs.get(RUN_ID_ATTR) or prep.tracker.trial_run_of(parent, trial.number)
         best = BestTrial(trial.params, checkpoints.checkpoint_for(trial, cfg.checkpoint_dir), run_id, trial.value)
-    best = torchrun.from_main(best)
-    readable = torchrun.everywhere(best.checkpoint is not None and (best.checkpoint / "config.json").is_file())
+    best = distributed.from_main(best)
+    readable = distributed.everywhere(best.checkpoint is not None and (best.checkpoint / "config.json").is_file())
     return best if readable else dataclasses.replace(best, checkpoint=None)
 
 
@@ -76,7 +89,7 @@ def widening_hints(study: optuna.Study, best: optuna.trial.FrozenTrial, space: l
 
 def registered_before(prep: Prepared, best: BestTrial, parent: str) -> FinalModel | None:
     """The version an earlier run registered from this best trial (rank 0 looks; the others get None)."""
-    if not torchrun.is_main():
+    if not distributed.is_main():
         return None
     cfg = prep.cfg.registry
     final = registry.registered_from(prep.tracker, cfg, best.run_id, parent)
@@ -89,22 +102,31 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
     """Train (or reload) the final model, score it on test, save, log and register it (None on ranks > 0)."""
     trainer = final_model(prep, best, run_id)
     prediction = predict_test(trainer, prep)
-    if not torchrun.is_main():
+    if not distributed.is_main():
         return None
-    scored = Scored(prep.labels, *([prep.labels[i] for i in ids] for ids in (prediction.label_ids, prediction.predictions.argmax(-1))))
+    scored = Scored(
+        prep.labels,
+        *([prep.labels[i] for i in ids] for ids in (prediction.label_ids, prediction.predictions.argmax(-1))),
+    )
     metrics = {"test_loss": prediction.metrics["test_loss"], **scored.metrics("test_")}
     title = f"model={prep.cfg.model.name} on the test split ({len(scored.truth)} rows)"
     report.log_confusion_matrix(prep.tracker.client, run_id, scored, title)
     source = registry.Source(run_id, prep.data_fingerprint, best.run_id)
     # The weights are kept once, in MLflow (and the best trial's checkpoint): no copy under outputs/.
     final = registry.register(trainer, metrics, prep.tracker, prep.cfg.registry, source)
-    text = model_card.card(prep, best.params, best.value, metrics)
+    text = model_card(prep, best.params, best.value, metrics)
     Path(prep.cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(prep.cfg.output_dir) / MODEL_CARD).write_text(text, encoding="utf-8")
     prep.tracker.client.update_model_version(prep.cfg.registry.name, final.version, description=text)
     log.info(
-        "%s=%.4f %s=%.4f; registered %s; %s is version %s", TEST_METRIC, metrics[TEST_METRIC], F1_METRIC,
-        metrics[F1_METRIC], final.model_uri, prep.cfg.registry.alias, final.champion,
+        "%s=%.4f %s=%.4f; registered %s; %s is version %s",
+        TEST_METRIC,
+        metrics[TEST_METRIC],
+        F1_METRIC,
+        metrics[F1_METRIC],
+        final.model_uri,
+        prep.cfg.registry.alias,
+        final.champion,
     )
     return final
 
@@ -115,10 +137,12 @@ def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer
         trainer = prep.trainer(best.params, [])
         trainer.model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint).to(trainer.args.device)
         return trainer
-    callbacks = [EpochMetrics(prep.tracker, RunRef(run_id), prefix="final_"),
-                 progress.TrainingProgress(best.params.keys())]
+    callbacks = [
+        EpochMetrics(prep.tracker, RunRef(run_id), prefix="final_"),
+        console.TrainingProgress(best.params.keys()),
+    ]
     trainer = prep.trainer(best.params, callbacks)
-    progress.use_bars_only(trainer)
+    console.use_bars_only(trainer)
     trainer.train()
     prep.tracker.outbox.drain()  # its per-epoch metrics are in MLflow before the model is logged
     return trainer
@@ -127,3 +151,55 @@ def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer
 def predict_test(trainer: PipelineTrainer, prep: Prepared) -> PredictionOutput:
     """The one look at the test split: metrics and the predictions (for the confusion matrix)."""
     return trainer.predict(prep.tokenized["test"], metric_key_prefix="test")
+
+
+def model_card(prep: Prepared, params: dict, validation: float | None, metrics: dict[str, float]) -> str:
+    """The model card: what a registered version is, what it was trained and scored on, and how well it does
+    (the version's description in MLflow, and `model_card.md` in the run's outputs/ directory). Markdown for a
+    version trained with `params` (validation accuracy `validation`) and scored `metrics`."""
+    cfg, described = prep.cfg, run_params(prep.cfg)
+    rows = {split: len(ds) for split, ds in prep.tokenized.items()}
+    lines = [
+        f"# {cfg.registry.name}: text classification",
+        "",
+        f"Labels: {', '.join(prep.labels)}.",
+        "",
+        "## Training data",
+        f"- dataset `{cfg.dataset.name}` from `{described['data_source']}`; rows: "
+        + ", ".join(f"{split} {n}" for split, n in rows.items()),
+        f"- content fingerprint `{prep.data_fingerprint}`; texts truncated at {cfg.dataset.max_length} tokens",
+        "",
+        "## Model",
+        f"- base model `{cfg.model.name}` (`{described['model_source']}`)",
+        "- hyperparameters: " + (", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "conf/trainer's values"),
+        "",
+        "## Scores",
+        (f"- validation accuracy {validation:.4f}; " if validation is not None else "- ")
+        + f"test accuracy {metrics[TEST_METRIC]:.4f}, macro-F1 {metrics[F1_METRIC]:.4f}",
+        "",
+        "| label | precision | recall | F1 | support |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for label in prep.labels:
+        name = metric_name(label)
+        values = [metrics[f"test_{kind}_{name}"] for kind in ("precision", "recall", "f1")]
+        lines.append(
+            f"| {label} | " + " | ".join(f"{v:.4f}" for v in values) + f" | {int(metrics[f'test_support_{name}'])} |"
+        )
+    lines += [
+        "",
+        "## Made by",
+        f"`{redact(command_line())}`",
+        "",
+        "## Limits",
+        f"- scored once on {rows.get('test', 0)} test rows: differences of a point or less between versions may be "
+        "noise",
+        "- knows only the labels above, and texts like its training data; longer texts are cut at "
+        f"{cfg.dataset.max_length} tokens",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _short(value) -> str:
+    """A searched float as a person writes it (5.94e-05, not 5.944851968698904e-05)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

@@ -1,4 +1,6 @@
-"""A Hydra multirun's last line: its best job by validation accuracy (never by test), with its test score."""
+"""A Hydra multirun's last line: its best job by validation accuracy (never by test), with its test score.
+Hydra makes this callback before every run, so it stays light: it imports nothing of the pipeline's."""
+
 from __future__ import annotations
 
 import logging
@@ -25,9 +27,9 @@ class BestJob(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         if not self.jobs:
             return
-        model, study, final = max(self.jobs, key=lambda job: job[2].validation)
+        model, study_name, final = max(self.jobs, key=lambda job: job[2].validation)
         print(
-            f"multirun: best job of {len(self.jobs)}: model={model} study={study} validation accuracy "
-            f"{final.validation:.4f}, test accuracy {final.metrics['test_accuracy']:.4f} ({final.model_uri})",
+            f"multirun: best job of {len(self.jobs)}: model={model} study={study_name} validation accuracy "
+            f"{final.validation:.4f}, test accuracy {final.test_accuracy:.4f} ({final.model_uri})",
             flush=True,
         )

@@ -1,6 +1,7 @@
 """`python -m pipeline.predict URI [TEXT ...] [--input FILE]`: classify texts with a saved model directory or
 a `models:/` URI. Texts on the command line print `label<TAB>score`; a file's rows come back in their order
 with `label` and `score` (and, with --all-scores, one probability column per class) added."""
+
 from __future__ import annotations
 
 import argparse
@@ -8,8 +9,10 @@ import sys
 
 import pandas as pd
 
-from pipeline import classifier, cli, files
+from pipeline import classifier
+from pipeline.data import files
 from pipeline.errors import PipelineError
+from pipeline.runtime import startup
 
 
 def arguments() -> argparse.ArgumentParser:
@@ -19,21 +22,22 @@ def arguments() -> argparse.ArgumentParser:
     parser.add_argument("--input", help="a CSV, JSONL, JSON or Parquet file, or - for one text per line on stdin")
     parser.add_argument("--output", help="where the rows go: .csv, .jsonl, .json or .parquet (default: CSV on stdout)")
     parser.add_argument("--all-scores", action="store_true", help="add one probability column per class")
-    cli.add_common_options(parser)
+    classifier.add_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    return cli.main(arguments(), run, argv)
+    return startup.command(arguments(), run, argv)
 
 
 def run(args: argparse.Namespace) -> None:
+    classifier.check_options(args)
     if bool(args.texts) == bool(args.input):
         raise PipelineError("give texts on the command line or --input FILE (one of the two)")
     rows = files.read_rows(args.input) if args.input else None  # a bad file fails before the model loads
-    columns = cli.text_columns(args)
+    columns = classifier.text_columns(args)
     texts = files.texts_of(rows, columns, f"--input={args.input}") if rows is not None else args.texts
-    model = classifier.load(args.uri, args.tracking_uri, args.quantize, args.device)
+    model = classifier.from_options(args)
     print(f"{args.uri} on {model.where()}", file=sys.stderr)  # stdout carries the rows alone
     probabilities = model.probabilities(texts, args.batch_size, progress=rows is not None)
     labels, scores = model.label_of(probabilities)

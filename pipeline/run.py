@@ -1,4 +1,5 @@
 """One task per mode, each a short recipe over the prepared inputs: `run_train`, `run_search`, `run_finalize`."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -9,13 +10,17 @@ from contextlib import contextmanager
 import optuna
 from omegaconf import DictConfig
 
-from pipeline import checkpoints, finalize, progress, provenance, report, resume, search, storage, study, torchrun
+from pipeline import console, finalize
 from pipeline.errors import PipelineError
 from pipeline.finalize import BestTrial
 from pipeline.prepare import Prepared, prepare
-from pipeline.registry import FinalModel
+from pipeline.runtime import distributed
 from pipeline.schema import Mode
-from pipeline.tracking import TrialRuns
+from pipeline.search import checkpoints, resume, storage, study
+from pipeline.tracking import provenance, report
+from pipeline.tracking.callbacks import TrialRuns
+from pipeline.tracking.registry import FinalModel
+from pipeline.training.internals import current_trial
 
 INTERRUPT_DRAIN_S = 10  # seconds an interrupted search waits for its queued tracking writes
 
@@ -33,7 +38,7 @@ def run_train(prep: Prepared) -> FinalModel | None:
         provenance.record(tracker, run_id, prep.cfg, prep.split_digests)
         final = finalize.train_and_register(prep, BestTrial(), run_id)
     if final is not None:
-        progress.print_summary(progress.Summary(None, final.metrics, final.model_uri, final.champion, tracker.uri))
+        console.print_summary(console.Summary(None, final.metrics, final.model_uri, final.champion, tracker.uri))
     return final
 
 
@@ -58,7 +63,7 @@ def run_finalize(prep: Prepared) -> FinalModel | None:
 
 def open_study(prep: Prepared) -> optuna.Study | None:
     """The study (mode=search creates it if new); None on a torchrun rank other than 0, which never uses it."""
-    if not torchrun.is_main():
+    if not distributed.is_main():
         return None
     cfg = prep.cfg
     rdb = storage.open_storage(cfg.search)
@@ -85,20 +90,21 @@ def study_run(prep: Prepared, trials: optuna.Study | None) -> Iterator[str]:
 
 def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> None:
     cfg = prep.cfg
-    trainer = prep.trainer({}, [], output_dir=resume.states_dir(cfg.search.checkpoint_dir))
+    states = resume.states_dir(cfg.search.checkpoint_dir)
     if trials is None:  # a torchrun replica: trains the FixedTrial rank 0 broadcasts for each trial
-        search.follow(trainer, cfg.search, prep.space)
+        study.follow(prep.trainer({}, [], output_dir=states), cfg.search, prep.space)
         return
-    resumer = resume.ResumableTrials(trainer, cfg.search.finish_epoch_on_term)
+    resumer = resume.ResumableTrials(states, cfg.search.finish_epoch_on_term)
+    trainer = prep.trainer({}, [], output_dir=states, resumer=resumer)
     fixed = {"model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed}
     inputs = provenance.dataset_inputs(cfg, prep.split_digests, ("train", "validation"))  # never test, in a trial
-    trainer.add_callback(TrialRuns(prep.tracker, parent, trainer, fixed, inputs))
+    trainer.add_callback(TrialRuns(prep.tracker, parent, trainer, fixed, inputs, resumer))
     trainer.add_callback(checkpoints.KeepBestTrial(trainer, trials, cfg.search.checkpoint_dir))
-    trainer.add_callback(progress.TrialProgress(trainer, cfg.search.n_trials, cfg.search.timeout))
-    progress.use_bars_only(trainer)
+    trainer.add_callback(console.TrialProgress(trainer, cfg.search.n_trials, cfg.search.timeout, resumer))
+    console.use_bars_only(trainer)
     lost = None
     try:
-        search.optimize(trainer, cfg.search, prep.space, trials, cfg.seed)
+        study.optimize(trainer, cfg.search, prep.space, trials, cfg.seed)
         resumer.check_terminated()
     except Exception as err:
         if (lost := storage.lost_in(err)) is None:
@@ -107,7 +113,7 @@ def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> N
     finally:
         interrupted = isinstance(sys.exc_info()[1], KeyboardInterrupt)
         if interrupted:  # Ctrl-C or SIGTERM (a preemption): the next run continues the trial
-            resume.retry_interrupted(trials, trainer.trial)
+            resume.retry_interrupted(trials, current_trial(trainer))
         # What the trials logged reaches MLflow first (an interrupt waits a little, not for an outage).
         prep.tracker.outbox.drain(timeout=INTERRUPT_DRAIN_S if interrupted else None)
         if lost is None:  # with the database gone, the next run repairs the trial runs
@@ -120,7 +126,7 @@ def finalize_best(prep: Prepared, trials: optuna.Study | None, parent: str) -> F
         report.log_study(prep.tracker, parent, trials)  # before the final step, so a failure there keeps the plots
     best = finalize.best_of(prep, trials, parent)
     final = finalize.registered_before(prep, best, parent)
-    if not torchrun.from_main(final is not None):  # every rank trains, unless rank 0 found it registered
+    if not distributed.from_main(final is not None):  # every rank trains, unless rank 0 found it registered
         final = finalize.train_and_register(prep, best, parent)
     return dataclasses.replace(final, validation=best.value) if final is not None else None
 
@@ -128,8 +134,13 @@ def finalize_best(prep: Prepared, trials: optuna.Study | None, parent: str) -> F
 def print_summary(prep: Prepared, trials: optuna.Study | None, final: FinalModel | None) -> None:
     if final is None:  # a torchrun replica
         return
-    summary = progress.Summary(
-        trials, final.metrics, final.model_uri, final.champion, prep.tracker.uri, prep.cfg.search.storage,
+    summary = console.Summary(
+        trials,
+        final.metrics,
+        final.model_uri,
+        final.champion,
+        prep.tracker.uri,
+        prep.cfg.search.storage,
         study.best_trial(trials),
     )
-    progress.print_summary(summary)
+    console.print_summary(summary)

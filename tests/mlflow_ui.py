@@ -3,6 +3,7 @@
 Also a script that refreshes the README's screenshots from a store made by a real search:
     python -m tests.mlflow_ui DIR_WITH_MLRUNS docs/ STUDY_NAME
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,14 @@ from tests.conftest import mlflow_client
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browser download is not reachable
 # What works as root, in a container, offline.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 VIEWPORT = {"width": 1800, "height": 900}
 TIMEOUT_MS = 60_000  # the React app loads slowly on 2 busy cores
@@ -33,7 +40,9 @@ TIMEOUT_MS = 60_000  # the React app loads slowly on 2 busy cores
 def mlflow_server(cwd: Path, timeout: float = 120) -> Iterator[str]:
     """`mlflow server` over cwd's sqlite store, as the README says to start it; yields its base URL."""
     cwd = Path(cwd)
-    with services.mlflow_server(tracking_uri(cwd), cwd / "mlruns" / "artifacts", cwd / "mlflow-server.log", timeout) as url:
+    with services.mlflow_server(
+        tracking_uri(cwd), cwd / "mlruns" / "artifacts", cwd / "mlflow-server.log", timeout
+    ) as url:
         yield url
 
 
@@ -121,7 +130,9 @@ def comparison_chart(page, run_names: list[str], metric: str) -> dict[str, list[
     lines = page.locator(".js-plotly-plot .scatterlayer .trace path.js-line")
     lines.first.wait_for(state="attached")  # the first trace may be a hidden one
     return {
-        "legend": [f"{name} ({metric})" for name in run_names if page.get_by_text(f"{name} ({metric})", exact=True).count()],
+        "legend": [
+            f"{name} ({metric})" for name in run_names if page.get_by_text(f"{name} ({metric})", exact=True).count()
+        ],
         "xticks": [t.strip() for t in page.locator(".js-plotly-plot .xtick").all_text_contents()],
         "lines": lines.evaluate_all("paths => paths.map(p => p.getAttribute('d'))"),
     }
@@ -177,4 +188,8 @@ def _registered_name(client, study: str) -> str:
 
 
 if __name__ == "__main__":
-    print(screenshots(Path(sys.argv[1]).resolve(), Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "ag_news-minilm"))
+    print(
+        screenshots(
+            Path(sys.argv[1]).resolve(), Path(sys.argv[2]), sys.argv[3] if len(sys.argv) > 3 else "ag_news-minilm"
+        )
+    )

@@ -1,6 +1,7 @@
 """After the search, as users go on: classify files with the champion (CSV, JSONL, Parquet, stdin), evaluate
 it on new labelled rows (an MLflow evaluation run linked to the version), and serve it over HTTP with
 `mlflow models serve`. One tiny search on a CSV of string labels, written fresh, makes the champion."""
+
 import json
 import os
 import signal
@@ -16,10 +17,10 @@ from mlflow.tracking import MlflowClient
 
 from devtools.commands import pipeline_env, run_pipeline, tracking_uri
 from devtools.services import free_port
-from pipeline import files
+from pipeline.data import files
 from pipeline.evaluate import EVALUATION_TAG, MODEL_VERSION_TAG
-from pipeline.report import CONFUSION_MATRIX
-from pipeline.tracking import ROLE_TAG
+from pipeline.tracking.report import CONFUSION_MATRIX
+from pipeline.tracking.tracker import ROLE_TAG
 from tests.mlflow_ui import wait_for
 from tests.test_own_csv import TOPICS, command, write_reviews
 
@@ -41,10 +42,7 @@ def champion(tmp_path_factory):
 
 
 def predict(work, *args, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.predict", *args], cwd=work, env=pipeline_env(), input=stdin,
-        capture_output=True, text=True, timeout=300,
-    )
+    return run_pipeline(work, *args, module="pipeline.predict", input=stdin)
 
 
 def new_texts() -> pd.DataFrame:
@@ -62,6 +60,7 @@ def test_the_registered_version_has_per_class_test_metrics(champion):
         assert {f"test_precision_{label}", f"test_recall_{label}", f"test_support_{label}"} <= set(run.data.metrics)
 
 
+@pytest.mark.slow
 def test_predict_classifies_csv_jsonl_parquet_and_stdin_keeping_the_rows_and_their_order(champion, tmp_path):
     work, _, _ = champion
     rows = new_texts()
@@ -71,10 +70,25 @@ def test_predict_classifies_csv_jsonl_parquet_and_stdin_keeping_the_rows_and_the
     outputs = {}
     for suffix in ("csv", "jsonl", "parquet"):
         out = tmp_path / f"out.{suffix}"
-        result = predict(work, CHAMPION, "--input", str(tmp_path / f"in.{suffix}"), "--text-columns", "body",
-                         "--output", str(out), "--all-scores", "--batch-size", "4")
+        result = predict(
+            work,
+            CHAMPION,
+            "--input",
+            str(tmp_path / f"in.{suffix}"),
+            "--text-columns",
+            "body",
+            "--output",
+            str(out),
+            "--all-scores",
+            "--batch-size",
+            "4",
+        )
         assert result.returncode == 0, result.stderr[-3000:]
-        outputs[suffix] = {"csv": pd.read_csv, "jsonl": lambda p: pd.read_json(p, lines=True), "parquet": pd.read_parquet}[suffix](out)
+        outputs[suffix] = {
+            "csv": pd.read_csv,
+            "jsonl": lambda p: pd.read_json(p, lines=True),
+            "parquet": pd.read_parquet,
+        }[suffix](out)
     for suffix, found in outputs.items():
         assert list(found["id"]) == list(range(9)) and list(found["note"]) == ["n"] * 9, suffix
         assert set(found["label"]) <= set(LABELS)
@@ -89,6 +103,7 @@ def test_predict_classifies_csv_jsonl_parquet_and_stdin_keeping_the_rows_and_the
     assert list(printed["label"]) == list(outputs["csv"]["label"])
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_predict_exits_130_with_one_line_and_no_output_file(champion, tmp_path):
     work, _, _ = champion
     rows = pd.concat([new_texts()] * 20_000, ignore_index=True)  # 180,000 rows: seconds of classifying
@@ -96,8 +111,21 @@ def test_ctrl_c_during_predict_exits_130_with_one_line_and_no_output_file(champi
     out, log = tmp_path / "labelled.csv", tmp_path / "predict.log"
     with open(log, "w") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.predict", CHAMPION, "--input", str(tmp_path / "big.csv"),
-             "--text-columns", "body", "--output", str(out)], cwd=work, env=pipeline_env(), stderr=stderr,
+            [
+                sys.executable,
+                "-m",
+                "pipeline.predict",
+                CHAMPION,
+                "--input",
+                str(tmp_path / "big.csv"),
+                "--text-columns",
+                "body",
+                "--output",
+                str(out),
+            ],
+            cwd=work,
+            env=pipeline_env(),
+            stderr=stderr,
         )
     deadline = time.monotonic() + 120
     while "classify:" not in log.read_text() and time.monotonic() < deadline:
@@ -133,14 +161,25 @@ def test_predict_prints_a_label_and_its_score_per_text_on_the_command_line(champ
     assert len(lines) == 2 and all(label in LABELS and 0 < float(score) <= 1 for label, score in lines)
 
 
+@pytest.mark.slow
 def test_predict_quantized_to_int8_gives_close_probabilities(champion, tmp_path):
     work, _, _ = champion
     new_texts().to_csv(tmp_path / "in.csv", index=False)
     found = {}
     for name, extra in (("plain", []), ("int8", ["--quantize"])):
         out = tmp_path / f"{name}.csv"
-        result = predict(work, CHAMPION, "--input", str(tmp_path / "in.csv"), "--text-columns", "body", "--all-scores",
-                         "--output", str(out), *extra)
+        result = predict(
+            work,
+            CHAMPION,
+            "--input",
+            str(tmp_path / "in.csv"),
+            "--text-columns",
+            "body",
+            "--all-scores",
+            "--output",
+            str(out),
+            *extra,
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         found[name] = pd.read_csv(out)
     columns = [f"score_{label}" for label in LABELS]
@@ -149,15 +188,34 @@ def test_predict_quantized_to_int8_gives_close_probabilities(champion, tmp_path)
     assert found["int8"][columns].sum(axis=1).round(4).eq(1).all()
 
 
-@pytest.mark.parametrize("case, args, says", [
-    ("missing column", ["--input", "{dir}/in.csv", "--text-columns", "title"], "column 'title' not found"),
-    ("empty file", ["--input", "{dir}/empty.csv"], "no rows"),
-    ("unknown format", ["--input", "{dir}/in.xlsx"], "unknown format '.xlsx'"),
-    ("unquoted comma", ["--input", "{dir}/ragged.csv", "--text-columns", "body"], "ragged.csv: line 2 has 2 fields, the header 1 (body)"),
-    ("no such alias", ["--input", "{dir}/in.csv", "--text-columns", "body", "--model", "models:/local@nobody"], "nobody"),
-    ("unknown device", ["--input", "{dir}/in.csv", "--text-columns", "body", "--device", "tpu"], "--device=tpu: choose one of auto, cpu, cuda"),
-    ("mistyped store", ["--input", "{dir}/in.csv", "--text-columns", "body", "--tracking-uri", "sqlite:///{dir}/typo/mlflow.db"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "case, args, says",
+    [
+        ("missing column", ["--input", "{dir}/in.csv", "--text-columns", "title"], "column 'title' not found"),
+        ("empty file", ["--input", "{dir}/empty.csv"], "no rows"),
+        ("unknown format", ["--input", "{dir}/in.xlsx"], "unknown format '.xlsx'"),
+        (
+            "unquoted comma",
+            ["--input", "{dir}/ragged.csv", "--text-columns", "body"],
+            "ragged.csv: line 2 has 2 fields, the header 1 (body)",
+        ),
+        (
+            "no such alias",
+            ["--input", "{dir}/in.csv", "--text-columns", "body", "--model", "models:/local@nobody"],
+            "nobody",
+        ),
+        (
+            "unknown device",
+            ["--input", "{dir}/in.csv", "--text-columns", "body", "--device", "tpu"],
+            "--device=tpu: choose one of auto, cpu, cuda",
+        ),
+        (
+            "mistyped store",
+            ["--input", "{dir}/in.csv", "--text-columns", "body", "--tracking-uri", "sqlite:///{dir}/typo/mlflow.db"],
+            "no such file",
+        ),
+    ],
+)
 def test_bad_predict_input_is_one_error_line(champion, tmp_path, case, args, says):
     work, _, _ = champion
     new_texts().to_csv(tmp_path / "in.csv", index=False)
@@ -167,7 +225,7 @@ def test_bad_predict_input_is_one_error_line(champion, tmp_path, case, args, say
     uri = CHAMPION
     if "--model" in args:
         at = args.index("--model")
-        uri, args = args[at + 1], args[:at] + args[at + 2:]
+        uri, args = args[at + 1], args[:at] + args[at + 2 :]
     result = predict(work, uri, *args)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
@@ -176,13 +234,20 @@ def test_bad_predict_input_is_one_error_line(champion, tmp_path, case, args, say
     assert not (tmp_path / "typo").exists()  # a mistyped store is not created
 
 
+@pytest.mark.slow
 def test_evaluate_logs_an_evaluation_run_linked_to_the_version(champion, tmp_path):
     work, _, client = champion
     labelled = new_texts().assign(topic=[LABELS[i % 3] for i in range(9)])
     labelled.to_parquet(tmp_path / "week.parquet")  # its id column: integers
-    result = subprocess.run(
-        [sys.executable, "-m", "pipeline.evaluate", CHAMPION, str(tmp_path / "week.parquet"), "--label-column", "topic",
-         "--text-columns", "body"], cwd=work, env=pipeline_env(), capture_output=True, text=True, timeout=300,
+    result = run_pipeline(
+        work,
+        CHAMPION,
+        str(tmp_path / "week.parquet"),
+        "--label-column",
+        "topic",
+        "--text-columns",
+        "body",
+        module="pipeline.evaluate",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test accuracy when registered" in result.stdout and "f1_macro" in result.stdout
@@ -202,26 +267,50 @@ def test_evaluate_logs_an_evaluation_run_linked_to_the_version(champion, tmp_pat
 
     # Labels the model does not know: one line naming them, nothing logged.
     labelled.assign(topic="cooking").to_csv(tmp_path / "other.csv", index=False)
-    other = subprocess.run(
-        [sys.executable, "-m", "pipeline.evaluate", CHAMPION, str(tmp_path / "other.csv"), "--label-column", "topic",
-         "--text-columns", "body"], cwd=work, env=pipeline_env(), capture_output=True, text=True, timeout=300,
+    other = run_pipeline(
+        work,
+        CHAMPION,
+        str(tmp_path / "other.csv"),
+        "--label-column",
+        "topic",
+        "--text-columns",
+        "body",
+        module="pipeline.evaluate",
     )
     assert other.returncode == 2 and "['cooking'] are not among the model's labels" in other.stderr
     assert client.get_model_version_by_alias("local", "champion").tags[EVALUATION_TAG] == run.info.run_id
 
 
+@pytest.mark.slow
 def test_the_champion_served_by_mlflow_answers_labels_and_scores_over_http(champion):
     work, uri, _ = champion
     port = free_port()
-    command = [sys.executable, "-m", "mlflow", "models", "serve", "-m", CHAMPION, "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", str(port)]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        CHAMPION,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = pipeline_env(MLFLOW_TRACKING_URI=uri)
     with open(work / "serve.log", "w") as log:
-        server = subprocess.Popen(command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            command, cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_for(f"http://127.0.0.1:{port}/ping", server, 180)
-        for body in ({"inputs": ["match goal team", "lab study cells"]},
-                     {"dataframe_split": {"columns": ["text"], "data": [["match goal team"], ["lab study cells"]]}}):
+        for body in (
+            {"inputs": ["match goal team", "lab study cells"]},
+            {"dataframe_split": {"columns": ["text"], "data": [["match goal team"], ["lab study cells"]]}},
+        ):
             request = urllib.request.Request(
                 f"http://127.0.0.1:{port}/invocations", json.dumps(body).encode(), {"Content-Type": "application/json"}
             )

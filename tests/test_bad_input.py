@@ -3,6 +3,7 @@
 Most cases call the real Hydra entry point (`pipeline.__main__.cli`) in this process, which is what
 `python -m pipeline` runs; the ones about the process itself (hub offline, the Hydra message a user sees,
 a dead tracking server's wait) run it in a subprocess."""
+
 from __future__ import annotations
 
 import re
@@ -15,14 +16,20 @@ import optuna
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from pipeline import storage
-from pipeline.__main__ import cli, main
-from pipeline.space import load_space
-from pipeline.study import open_study
 from devtools.commands import ROOT, TINY, run_pipeline, study_storage
 from devtools.services import free_port
+from pipeline.__main__ import cli, main
+from pipeline.search import storage
+from pipeline.search.space import load_space
+from pipeline.search.study import open_study
 from tests import test_data
-from tests.conftest import compose_config, default_study, mlflow_client, write_ag_news_release, write_space
+from tests.conftest import (
+    compose_config,
+    default_study,
+    mlflow_client,
+    write_ag_news_release,
+    write_space,
+)
 
 BASE = [o for o in TINY if not o.startswith("dataset.data_dir")] + ["search.n_trials=1"]
 ROWS = [(c + 1, f"title {i}", f"text {i}") for c in range(4) for i in range(10)]
@@ -86,84 +93,131 @@ def two_class_rows(n: int) -> str:
 
 # (case id, files to write -> overrides, key or file the message names, what it says)
 CASES = {
-    "data_dir_missing": (lambda p: ["dataset.data_dir=/no/such/dir"], "dataset.data_dir=/no/such/dir", "no such directory"),
+    "data_dir_missing": (
+        lambda p: ["dataset.data_dir=/no/such/dir"],
+        "dataset.data_dir=/no/such/dir",
+        "no such directory",
+    ),
     "data_dir_lacks_test": (
-        lambda p: [f"dataset.data_dir={write_ag_news_release(p / 'd', {'train': ROWS})}"], "dataset.data_dir", "lacks test.csv"
+        lambda p: [f"dataset.data_dir={write_ag_news_release(p / 'd', {'train': ROWS})}"],
+        "dataset.data_dir",
+        "lacks test.csv",
     ),
     "text_column_missing": (
-        lambda p: local(write_csv(p / "t.csv", "body,label\n" + "x,a\n" * 10)), "dataset.train_file", "column 'text' not found"
+        lambda p: local(write_csv(p / "t.csv", "body,label\n" + "x,a\n" * 10)),
+        "dataset.train_file",
+        "column 'text' not found",
     ),
     "label_column_missing": (
-        lambda p: local(write_csv(p / "t.csv", "text,topic\n" + "x,a\n" * 10)), "dataset.text_columns / dataset.label_column",
+        lambda p: local(write_csv(p / "t.csv", "text,topic\n" + "x,a\n" * 10)),
+        "dataset.text_columns / dataset.label_column",
         "column 'label' not found",
     ),
     "label_outside_label_set": (
-        lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.csv", "text,label\nx,a\ny,zebra\n")),
-        "dataset.test_file", "label 'zebra' is not among the training labels",
+        lambda p: local(
+            write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.csv", "text,label\nx,a\ny,zebra\n")
+        ),
+        "dataset.test_file",
+        "label 'zebra' is not among the training labels",
     ),
-    "label_empty": (lambda p: local(write_csv(p / "t.csv", two_class_rows(40) + "late row,\n")), "t.csv", "a label is empty"),
+    "label_empty": (
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(40) + "late row,\n")),
+        "t.csv",
+        "a label is empty",
+    ),
     "test_label_empty_among_numbers": (
-        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "".join(f"row {i},{i % 2 + 1}\n" for i in range(40))),
-                        write_csv(p / "v.csv", "text,label\nx,1\ny,\nz,2\n")),
-        "dataset.test_file", "'label': a label is empty",
+        lambda p: local(
+            write_csv(p / "t.csv", "text,label\n" + "".join(f"row {i},{i % 2 + 1}\n" for i in range(40))),
+            write_csv(p / "v.csv", "text,label\nx,1\ny,\nz,2\n"),
+        ),
+        "dataset.test_file",
+        "'label': a label is empty",
     ),
     "unknown_file_format": (
         lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.xlsx", "not read")),
-        "dataset.test_file=", "unknown format '.xlsx'; use .csv, .json, .jsonl, .parquet",
+        "dataset.test_file=",
+        "unknown format '.xlsx'; use .csv, .json, .jsonl, .parquet",
     ),
     "file_without_suffix": (
-        lambda p: local(write_csv(p / "train", two_class_rows(40))), "dataset.train_file=", "no suffix to tell its format",
+        lambda p: local(write_csv(p / "train", two_class_rows(40))),
+        "dataset.train_file=",
+        "no suffix to tell its format",
     ),
     "label_column_of_texts": (
-        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "".join(f"row {i},a\n" for i in range(40)))) + ["dataset.label_column=text"],
-        "'text' has 40 distinct values in 40 rows", "set dataset.label_column to the column of class labels (columns: text, label)",
+        lambda p: (
+            local(write_csv(p / "t.csv", "text,label\n" + "".join(f"row {i},a\n" for i in range(40))))
+            + ["dataset.label_column=text"]
+        ),
+        "'text' has 40 distinct values in 40 rows",
+        "set dataset.label_column to the column of class labels (columns: text, label)",
     ),
-    "only_one_class": (lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,a\n" * 20)), "'label'", "only one class"),
+    "only_one_class": (
+        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,a\n" * 20)),
+        "'label'",
+        "only one class",
+    ),
     "empty_split": (
         lambda p: local(write_csv(p / "t.csv", two_class_rows(40)), write_csv(p / "v.csv", "text,label\n")),
-        "v.csv", "no rows",
+        "v.csv",
+        "no rows",
     ),
     "too_few_rows_for_validation": (
         lambda p: local(write_csv(p / "t.csv", two_class_rows(6)), write_csv(p / "v.csv", two_class_rows(4))),
-        "dataset.validation_fraction=0.1", "add rows or change the fraction",
+        "dataset.validation_fraction=0.1",
+        "add rows or change the fraction",
     ),
     "non_utf8_csv": (
-        lambda p: local(write_csv(p / "t.csv", "text,label\ncaf\xe9,a\nthé,b\n".encode("latin-1") * 10)), "t.csv",
+        lambda p: local(write_csv(p / "t.csv", "text,label\ncaf\xe9,a\nthé,b\n".encode("latin-1") * 10)),
+        "t.csv",
         "re-save it as UTF-8",
     ),
     "malformed_csv": (
-        lambda p: local(write_csv(p / "t.csv", two_class_rows(20) + '"unclosed,a\n' + two_class_rows(4)[11:])), "t.csv",
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(20) + '"unclosed,a\n' + two_class_rows(4)[11:])),
+        "t.csv",
         "could not be parsed as csv",
     ),
     # pandas reads a first row with an extra field as index + shifted values: every text would be the wrong one.
     "row_with_more_fields_than_header": (
         lambda p: local(write_csv(p / "t.csv", "text,label\nhello, world,a\n" + two_class_rows(20)[11:])),
-        "dataset.train_file=", "line 2 has 3 fields, the header 2 (text, label); quote texts that hold commas",
+        "dataset.train_file=",
+        "line 2 has 3 fields, the header 2 (text, label); quote texts that hold commas",
     ),
     "later_row_with_more_fields_than_header": (
-        lambda p: local(write_csv(p / "t.csv", two_class_rows(20) + 'x,a,"unexpected",extra\n')), "dataset.train_file=",
+        lambda p: local(write_csv(p / "t.csv", two_class_rows(20) + 'x,a,"unexpected",extra\n')),
+        "dataset.train_file=",
         "line 22 has 4 fields, the header 2",
     ),
     "unknown_model_option": (lambda p: ["model=gpt9"], "model=gpt9", "choose one of bert_base, minilm, tiny"),
     "unknown_dataset_option": (lambda p: ["dataset=ag_newz"], "dataset=ag_newz", "choose one of ag_news, imdb, local"),
-    "unknown_pruner_option": (lambda p: ["search.pruner=sometimes"], "search.pruner=sometimes", "expected one of [median"),
+    "unknown_pruner_option": (
+        lambda p: ["search.pruner=sometimes"],
+        "search.pruner=sometimes",
+        "expected one of [median",
+    ),
     "space_low_above_high": (
-        lambda p: [space_override(p, {"num_train_epochs": {"type": "int", "low": 4, "high": 2}})], "num_train_epochs",
+        lambda p: [space_override(p, {"num_train_epochs": {"type": "int", "low": 4, "high": 2}})],
+        "num_train_epochs",
         "low=4 is greater than high=2",
     ),
     "space_unknown_distribution": (
-        lambda p: [space_override(p, {"learning_rate": {"type": "gaussian", "low": 1e-5, "high": 1e-3}})], "learning_rate",
+        lambda p: [space_override(p, {"learning_rate": {"type": "gaussian", "low": 1e-5, "high": 1e-3}})],
+        "learning_rate",
         "needs `type` (one of categorical, int, float)",
     ),
     "space_batch_size_not_positive": (
         lambda p: [space_override(p, {"per_device_train_batch_size": {"type": "categorical", "choices": [16, 0]}})],
-        "per_device_train_batch_size", "must be a positive number",
+        "per_device_train_batch_size",
+        "must be a positive number",
     ),
     "trainer_batch_size_not_positive": (
-        lambda p: ["trainer.per_device_train_batch_size=0"], "trainer.per_device_train_batch_size=0", "positive"
+        lambda p: ["trainer.per_device_train_batch_size=0"],
+        "trainer.per_device_train_batch_size=0",
+        "positive",
     ),
     "storage_unreachable": (
-        lambda p: ["search.storage=postgresql://postgres@127.0.0.1:1/x"], "search.storage=postgresql://", "cannot open"
+        lambda p: ["search.storage=postgresql://postgres@127.0.0.1:1/x"],
+        "search.storage=postgresql://",
+        "cannot open",
     ),
     "finalize_unknown_study": (lambda p: ["mode=finalize"], "search.study_name=ag_news-tiny", "no such study"),
     "n_trials_zero": (lambda p: ["search.n_trials=0"], "search.n_trials=0", "must be at least 1"),
@@ -172,28 +226,49 @@ CASES = {
     "registry_name_with_slash": (lambda p: ["registry.name=a/b"], "registry.name=a/b", "use letters, digits"),
     "study_name_with_quote": (lambda p: ['search.study_name="it\'s"'], "search.study_name=it's", "use letters, digits"),
     "study_name_escaping_outputs": (
-        lambda p: ["search.study_name=x/../../../escaped"], "search.study_name=x/../../../escaped", "use letters, digits"
+        lambda p: ["search.study_name=x/../../../escaped"],
+        "search.study_name=x/../../../escaped",
+        "use letters, digits",
     ),
-    "max_length_above_positions": (lambda p: ["dataset.max_length=1000"], "dataset.max_length=1000", "has 512 positions"),
-    "tracking_uri_unknown_scheme": (lambda p: ["tracking.uri=garbage://x"], "tracking.uri=garbage://x", "sqlite:///PATH.db"),
+    "max_length_above_positions": (
+        lambda p: ["dataset.max_length=1000"],
+        "dataset.max_length=1000",
+        "has 512 positions",
+    ),
+    "tracking_uri_unknown_scheme": (
+        lambda p: ["tracking.uri=garbage://x"],
+        "tracking.uri=garbage://x",
+        "sqlite:///PATH.db",
+    ),
     "model_dir_without_config": (
-        lambda p: [f"model.name_or_path={(p / 'empty').mkdir() or p / 'empty'}"], "model.name_or_path=", "without config.json"
+        lambda p: [f"model.name_or_path={(p / 'empty').mkdir() or p / 'empty'}"],
+        "model.name_or_path=",
+        "without config.json",
     ),
     "labels_differ_by_space_or_case": (
-        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,a\ny, a\nz,b\n" * 10)), "t.csv",
+        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,a\ny, a\nz,b\n" * 10)),
+        "t.csv",
         "labels ' a' and 'a' differ only in surrounding spaces or letter case",
     ),
     "labels_differ_by_case": (
-        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,Pos\ny,pos\nz,neg\n" * 10)), "t.csv",
+        lambda p: local(write_csv(p / "t.csv", "text,label\n" + "x,Pos\ny,pos\nz,neg\n" * 10)),
+        "t.csv",
         "labels 'Pos' and 'pos' differ only",
     ),
     "every_text_empty": (
-        lambda p: local(write_csv(p / "t.csv", "text,label\n" + ",a\n ,b\n" * 10)), "t.csv",
+        lambda p: local(write_csv(p / "t.csv", "text,label\n" + ",a\n ,b\n" * 10)),
+        "t.csv",
         "every text in dataset.text_columns=['text'] is empty",
     ),
-    "text_columns_empty": (lambda p: ["dataset.text_columns=[]"], "dataset.text_columns=[]", "name at least one column"),
+    "text_columns_empty": (
+        lambda p: ["dataset.text_columns=[]"],
+        "dataset.text_columns=[]",
+        "name at least one column",
+    ),
     "group_by_length_min_batches_negative": (
-        lambda p: ["trainer.group_by_length_min_batches=-1"], "trainer.group_by_length_min_batches=-1", "0 or more"
+        lambda p: ["trainer.group_by_length_min_batches=-1"],
+        "trainer.group_by_length_min_batches=-1",
+        "0 or more",
     ),
     "heartbeat_interval_zero": (lambda p: ["search.heartbeat_interval=0"], "search.heartbeat_interval=0", "positive"),
     "grace_period_zero": (lambda p: ["search.grace_period=0"], "search.grace_period=0", "positive"),
@@ -206,7 +281,10 @@ def test_bad_input_fails_before_training_with_one_line(case, tmp_path, monkeypat
     make, names, says = CASES[case]
     overrides = make(tmp_path)
     if not any(o.startswith(("dataset=", "dataset.data_dir")) for o in overrides):
-        overrides = [f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}", *overrides]
+        overrides = [
+            f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}",
+            *overrides,
+        ]
     code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
     assert_clean_failure(code, stderr, tmp_path, names, says)
 
@@ -268,7 +346,11 @@ def test_study_reused_with_another_direction(tmp_path, monkeypatch, capsys):
 REAL_PROCESS_CASES = {
     "misspelt_key": (["search.n_trail=3"], "search.n_trail", "check the spelling"),
     "hub_unreachable_model": (["model=bert_base"], "model=bert_base", "offline, use model=minilm"),
-    "hub_unreachable_dataset": (["dataset=ag_news", "dataset.data_dir=null"], "dataset.hub_id=fancyzhx/ag_news", "offline, read local files"),
+    "hub_unreachable_dataset": (
+        ["dataset=ag_news", "dataset.data_dir=null"],
+        "dataset.hub_id=fancyzhx/ag_news",
+        "offline, read local files",
+    ),
 }
 
 
@@ -281,7 +363,9 @@ def test_real_process_prints_one_line_and_exits_2(tmp_path, overrides, names, sa
 
 def test_unreachable_tracking_server_fails_fast(tmp_path, monkeypatch, capsys):
     data = write_ag_news_release(tmp_path / "ok", {"train": ROWS, "test": ROWS})
-    code, stderr = run_cli(monkeypatch, capsys, tmp_path, f"dataset.data_dir={data}", f"tracking.uri=http://127.0.0.1:{free_port()}")
+    code, stderr = run_cli(
+        monkeypatch, capsys, tmp_path, f"dataset.data_dir={data}", f"tracking.uri=http://127.0.0.1:{free_port()}"
+    )
     # The message is the up-front probe's: MLflow's own retries (minutes of them) never started.
     assert_clean_failure(code, stderr, tmp_path, "tracking.uri=http://127.0.0.1:", "no tracking server answers")
 
@@ -301,11 +385,16 @@ def test_a_search_whose_every_trial_failed_says_why_in_one_line(tmp_path):
 def test_the_docs_bad_input_table_names_every_case_once():
     """docs/reliability.md's table and these tests, one to one: each row names its cases, each case one row."""
     text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
-    table = text[text.index("| input | message (abridged) | fix | test |"):].split("\n\n", 1)[0].splitlines()[2:]
+    table = text[text.index("| input | message (abridged) | fix | test |") :].split("\n\n", 1)[0].splitlines()[2:]
     documented = [case for row in table for case in re.findall(r"`(\w+)`", row.rsplit(" | ", 1)[1])]
-    drivers = {"bad_input_fails_before_training_with_one_line", "real_process_prints_one_line_and_exits_2",
-               "the_docs_bad_input_table_names_every_case_once"}
-    functions = {name.removeprefix("test_") for name, f in globals().items() if name.startswith("test_") and callable(f)} - drivers
+    drivers = {
+        "bad_input_fails_before_training_with_one_line",
+        "real_process_prints_one_line_and_exits_2",
+        "the_docs_bad_input_table_names_every_case_once",
+    }
+    functions = {
+        name.removeprefix("test_") for name, f in globals().items() if name.startswith("test_") and callable(f)
+    } - drivers
     elsewhere = {"a_test_split_lacking_training_classes_is_named_in_a_warning"}  # tests/test_data.py: a warning
     assert all(hasattr(test_data, f"test_{name}") for name in elsewhere)
     assert sorted(documented) == sorted({*CASES, *REAL_PROCESS_CASES, *functions, *elsewhere})

@@ -1,10 +1,11 @@
 """Config composition: defaults, experiment overrides, and typos failing at compose time."""
+
 import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf.errors import ValidationError
 
-from devtools.commands import ROOT
-from pipeline import schema, train
+from devtools.commands import ROOT, run_pipeline
+from pipeline import schema
 from tests.conftest import compose_config
 
 
@@ -46,31 +47,34 @@ def test_typos_and_unknown_options_fail_at_compose_time(override):
 
 def test_the_documented_config_table_is_made_from_the_schemas_help():
     page = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
-    table = schema.config_table(train.own_fields())
+    table = schema.config_table(schema.own_fields())
     assert table in page, "docs/configuration.md's table differs from the schema's: paste `python -m pipeline.schema`"
     assert "`trainer.fgm_epsilon`" in table and "`search.storage_retry_s`" in table
 
 
 def test_every_key_a_run_composes_is_in_the_config_table():
     cfg = compose_config()
-    table = schema.config_table(train.own_fields())
+    table = schema.config_table(schema.own_fields())
     for group in ("dataset", "model", "search", "tracking", "registry"):
         for name in cfg[group]:
             assert f"`{group}.{name}`" in table, f"{group}.{name} has no row (and no help) in the schema"
 
 
 def test_help_lists_the_modes_the_groups_and_the_sibling_commands():
-    import subprocess
-    import sys
 
-    from devtools.commands import pipeline_env
-
-    result = subprocess.run([sys.executable, "-m", "pipeline", "--help"], cwd=ROOT, env=pipeline_env(),
-                            capture_output=True, text=True, timeout=120)
+    result = run_pipeline(ROOT, "--help", timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     text = result.stdout
-    for expected in ("mode=...", "search ", "train ", "finalize ", "model: bert_base, minilm, tiny",
-                     "python -m pipeline.predict", "python -m pipeline.evaluate", "mlflow models serve"):
+    for expected in (
+        "mode=...",
+        "search ",
+        "train ",
+        "finalize ",
+        "model: bert_base, minilm, tiny",
+        "python -m pipeline.predict",
+        "python -m pipeline.evaluate",
+        "mlflow models serve",
+    ):
         assert expected in text, expected
-    groups = text[text.index("== Configuration groups =="):text.index("== Main keys")]
+    groups = text[text.index("== Configuration groups ==") : text.index("== Main keys")]
     assert "schema" not in groups  # no phantom option

@@ -1,4 +1,5 @@
 """The AG News CSV release reader, local files, label mapping and the seeded, stratified carve-outs."""
+
 import json
 import subprocess
 import sys
@@ -7,11 +8,25 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value, concatenate_datasets
+from datasets import (
+    ClassLabel,
+    Dataset,
+    DatasetDict,
+    Features,
+    Value,
+    concatenate_datasets,
+)
 
-from pipeline import data
-from pipeline.errors import PipelineError
 from devtools.commands import CLASSES
+from pipeline.data.fingerprint import fingerprint, identify, is_content_fingerprint
+from pipeline.data.read import (
+    ROWS_AT_A_TIME,
+    label_names,
+    read_ag_news_csv,
+    unescape_ag_news,
+)
+from pipeline.data.splits import _stratified_split, load_splits, tokenize
+from pipeline.errors import PipelineError
 from tests.conftest import compose_config
 
 
@@ -31,11 +46,11 @@ def dataset_cfg(*overrides):
     ],
 )
 def test_unescape_release_text(raw, expected):
-    assert data.unescape_ag_news(raw) == expected
+    assert unescape_ag_news(raw) == expected
 
 
 def test_release_reader_joins_title_and_description_and_maps_labels(release_dir):
-    train, test = data.read_ag_news_csv(release_dir)
+    train, test = read_ag_news_csv(release_dir)
     assert len(train) == 48 and len(test) == 32
     assert train.features["label"].names == CLASSES
     first = train[0]
@@ -45,7 +60,7 @@ def test_release_reader_joins_title_and_description_and_maps_labels(release_dir)
 
 
 def test_release_reader_on_shared_ag_news():
-    train, test = data.read_ag_news_csv(data.Path(compose_config().hydra.runtime.cwd).parent / "shared/data/ag_news_csv")
+    train, test = read_ag_news_csv(Path(compose_config().hydra.runtime.cwd).parent / "shared/data/ag_news_csv")
     assert (len(train), len(test)) == (6000, 1600)
     assert not any("\\" in t for t in train["text"][:500])
 
@@ -53,43 +68,63 @@ def test_release_reader_on_shared_ag_news():
 def test_release_reader_rejects_class_index_out_of_range(release_dir):
     (release_dir / "test.csv").write_text('"5","t","d"\n')
     with pytest.raises(PipelineError, match="class index 5 is outside 1..4"):
-        data.read_ag_news_csv(release_dir)
+        read_ag_news_csv(release_dir)
 
 
 def test_splits_are_stratified_seeded_and_capped(release_dir):
     cfg = dataset_cfg(f"dataset.data_dir={release_dir}", "dataset.validation_fraction=0.25")
-    splits = data.load_splits(cfg, seed=1)
+    splits = load_splits(cfg, seed=1)
     assert {k: len(v) for k, v in splits.items()} == {"train": 36, "validation": 12, "test": 32}
     assert Counter(splits["validation"]["label"]) == {0: 3, 1: 3, 2: 3, 3: 3}
-    assert data.load_splits(cfg, seed=1)["validation"]["text"] == splits["validation"]["text"]
-    assert data.load_splits(cfg, seed=2)["validation"]["text"] != splits["validation"]["text"]
-    capped = data.load_splits(dataset_cfg(f"dataset.data_dir={release_dir}", "dataset.max_train_samples=8", "dataset.max_eval_samples=4"), 1)
+    assert load_splits(cfg, seed=1)["validation"]["text"] == splits["validation"]["text"]
+    assert load_splits(cfg, seed=2)["validation"]["text"] != splits["validation"]["text"]
+    capped = load_splits(
+        dataset_cfg(f"dataset.data_dir={release_dir}", "dataset.max_train_samples=8", "dataset.max_eval_samples=4"), 1
+    )
     assert (len(capped["train"]), len(capped["validation"]), len(capped["test"])) == (8, 4, 4)
     assert set(capped["train"]["label"]) == {0, 1, 2, 3}
 
 
 def local_csv(path, labels, texts=None):
     texts = texts or [f"text {i}" for i in range(len(labels))]
-    pd.DataFrame({"headline": texts, "body": [f"body {i}" for i in range(len(labels))], "topic": labels}).to_csv(path, index=False)
+    pd.DataFrame({"headline": texts, "body": [f"body {i}" for i in range(len(labels))], "topic": labels}).to_csv(
+        path, index=False
+    )
     return path
 
 
 def test_local_string_labels_infer_sorted_names_and_carve_test(tmp_path):
     train = local_csv(tmp_path / "train.csv", ["spam", "ham", "eggs"] * 20)
-    cfg = dataset_cfg("dataset=local", f"dataset.train_file={train}", "dataset.text_columns=[headline,body]", "dataset.label_column=topic")
-    splits = data.load_splits(cfg, seed=0)
-    assert data.label_names(splits) == ["eggs", "ham", "spam"]
+    cfg = dataset_cfg(
+        "dataset=local",
+        f"dataset.train_file={train}",
+        "dataset.text_columns=[headline,body]",
+        "dataset.label_column=topic",
+    )
+    splits = load_splits(cfg, seed=0)
+    assert label_names(splits) == ["eggs", "ham", "spam"]
     assert len(splits["test"]) == 12 and len(splits["train"]) + len(splits["validation"]) == 48
     row = splits["train"][0]
     assert row["text"].startswith("text ") and " body " in row["text"]
 
 
+def headline_splits(train: Path, test: Path):
+    """The splits of a local train and test file, texts in `headline` and labels in `topic`."""
+    cfg = dataset_cfg(
+        "dataset=local",
+        f"dataset.train_file={train}",
+        f"dataset.test_file={test}",
+        "dataset.label_column=topic",
+        "dataset.text_columns=[headline]",
+    )
+    return load_splits(cfg, seed=0)
+
+
 def test_local_integer_labels_sort_numerically(tmp_path):
     train = local_csv(tmp_path / "train.csv", [2, 10, 1] * 10)
     test = local_csv(tmp_path / "test.csv", [1, 2, 10])
-    cfg = dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}", "dataset.label_column=topic", "dataset.text_columns=[headline]")
-    splits = data.load_splits(cfg, seed=0)
-    assert data.label_names(splits) == ["1", "2", "10"]
+    splits = headline_splits(train, test)
+    assert label_names(splits) == ["1", "2", "10"]
     assert splits["test"]["label"] == [0, 1, 2]
 
 
@@ -97,26 +132,24 @@ def test_train_and_test_files_may_each_have_their_own_format(tmp_path):
     train, test = tmp_path / "train.jsonl", tmp_path / "test.parquet"
     pd.read_csv(local_csv(tmp_path / "t.csv", [2, 10, 1] * 10)).to_json(train, orient="records", lines=True)
     pd.read_csv(local_csv(tmp_path / "v.csv", [1, 2, 10], ["one", "two", "ten"])).to_parquet(test)
-    cfg = dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}", "dataset.label_column=topic", "dataset.text_columns=[headline]")
-    splits = data.load_splits(cfg, seed=0)
-    assert data.label_names(splits) == ["1", "2", "10"]
+    splits = headline_splits(train, test)
+    assert label_names(splits) == ["1", "2", "10"]
     assert splits["test"]["text"] == ["one", "two", "ten"] and splits["test"]["label"] == [0, 1, 2]
 
 
 def test_test_label_outside_training_labels_is_rejected(tmp_path):
     train = local_csv(tmp_path / "train.csv", ["a", "b"] * 10)
     test = local_csv(tmp_path / "test.csv", ["a", "c"])
-    cfg = dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}", "dataset.label_column=topic", "dataset.text_columns=[headline]")
     with pytest.raises(PipelineError, match="label 'c' is not among the training labels"):
-        data.load_splits(cfg, seed=0)
+        headline_splits(train, test)
 
 
 def test_tokenize_keeps_lengths_unpadded(release_dir):
-    from pipeline.model import load_tokenizer
+    from pipeline.training.model import load_tokenizer
 
     cfg = compose_config("model=tiny", f"dataset.data_dir={release_dir}")
-    splits = data.load_splits(cfg.dataset, seed=0)
-    tokenized = data.tokenize(splits, load_tokenizer(cfg.model), max_length=8)
+    splits = load_splits(cfg.dataset, seed=0)
+    tokenized = tokenize(splits, load_tokenizer(cfg.model), max_length=8)
     lengths = {len(ids) for ids in tokenized["train"]["input_ids"]}
     assert max(lengths) == 8 and "text" not in tokenized["train"].column_names
 
@@ -126,40 +159,41 @@ def test_tokenize_keeps_ids_and_only_token_types_that_carry_something(release_di
     that marks [CLS] with type 2 (as Funnel does) keeps them."""
     from tokenizers.processors import TemplateProcessing
 
-    from pipeline.model import load_tokenizer
+    from pipeline.training.model import load_tokenizer
 
     cfg = compose_config("model=tiny", f"dataset.data_dir={release_dir}")
-    splits = data.load_splits(cfg.dataset, seed=0)
+    splits = load_splits(cfg.dataset, seed=0)
     bert = load_tokenizer(cfg.model)
-    assert data.tokenize(splits, bert, max_length=8)["train"].column_names == ["label", "input_ids"]
+    assert tokenize(splits, bert, max_length=8)["train"].column_names == ["label", "input_ids"]
     funnel_like = load_tokenizer(cfg.model)
     funnel_like.backend_tokenizer.post_processor = TemplateProcessing(
-        single="[CLS]:2 $A:0 [SEP]:0", special_tokens=[("[CLS]", bert.cls_token_id), ("[SEP]", bert.sep_token_id)],
+        single="[CLS]:2 $A:0 [SEP]:0",
+        special_tokens=[("[CLS]", bert.cls_token_id), ("[SEP]", bert.sep_token_id)],
     )
-    tokenized = data.tokenize(splits, funnel_like, max_length=8)["train"]
+    tokenized = tokenize(splits, funnel_like, max_length=8)["train"]
     assert tokenized.column_names == ["label", "input_ids", "token_type_ids"]
     assert tokenized[0]["token_type_ids"][:2] == [2, 0]
 
 
 def test_tokenized_splits_are_reused_across_runs_from_the_datasets_cache(release_dir):
-    from pipeline.model import load_tokenizer
+    from pipeline.training.model import load_tokenizer
 
     cfg = compose_config("model=tiny", f"dataset.data_dir={release_dir}")
-    splits = data.load_splits(cfg.dataset, seed=0)
-    first = data.tokenize(splits, load_tokenizer(cfg.model), max_length=8)  # this tokenizer has now truncated
-    again = data.tokenize(data.load_splits(cfg.dataset, seed=0), load_tokenizer(cfg.model), max_length=8)
-    longer = data.tokenize(splits, load_tokenizer(cfg.model), max_length=16)
+    splits = load_splits(cfg.dataset, seed=0)
+    first = tokenize(splits, load_tokenizer(cfg.model), max_length=8)  # this tokenizer has now truncated
+    again = tokenize(load_splits(cfg.dataset, seed=0), load_tokenizer(cfg.model), max_length=8)
+    longer = tokenize(splits, load_tokenizer(cfg.model), max_length=16)
     assert again["train"].cache_files == first["train"].cache_files != []
     assert longer["train"].cache_files != first["train"].cache_files
 
 
 READ_AND_TOKENIZE = """
 import json, sys
-from pipeline import data
-from pipeline.model import load_tokenizer
+from pipeline.data.splits import load_splits, tokenize
+from pipeline.training.model import load_tokenizer
 from tests.conftest import compose_config
 cfg = compose_config("model=tiny", "dataset=local", "dataset.train_file=" + sys.argv[1], "dataset.max_train_samples=40")
-tokenized = data.tokenize(data.load_splits(cfg.dataset, seed=3), load_tokenizer(cfg.model), max_length=8)
+tokenized = tokenize(load_splits(cfg.dataset, seed=3), load_tokenizer(cfg.model), max_length=8)
 print(json.dumps({name: [f["filename"] for f in ds.cache_files] for name, ds in tokenized.items()}))
 """
 
@@ -169,8 +203,16 @@ def test_a_local_file_is_read_split_and_tokenized_once_then_reused_by_the_next_p
     datasets' hash of the normalizing closure changed between processes, and every run redid all of it."""
     token = tmp_path.name  # rows this machine has not seen
     path = _write_csv(tmp_path / "mine.csv", [(f"{token} text {i}", ["spam", "ham", "eggs"][i % 3]) for i in range(90)])
-    runs = [subprocess.run([sys.executable, "-c", READ_AND_TOKENIZE, str(path)], capture_output=True, text=True,
-                           check=False, cwd=Path(__file__).parent.parent) for _ in range(2)]
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", READ_AND_TOKENIZE, str(path)],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=Path(__file__).parent.parent,
+        )
+        for _ in range(2)
+    ]
     assert all(run.returncode == 0 for run in runs), runs[0].stderr[-2000:] + runs[1].stderr[-2000:]
     first, again = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)
     assert sorted(first) == ["test", "train", "validation"] and all(first.values())
@@ -181,35 +223,39 @@ def test_the_stratified_split_is_datasets_own_row_for_row():
     """The splits' rows and order stay those of `train_test_split`, so studies and versions recorded before
     the split was read through Arrow keep matching their data."""
     features = Features(text=Value("string"), label=ClassLabel(names=["a", "b", "c"]))
-    ds = Dataset.from_dict({"text": [f"t{i}" for i in range(101)], "label": [i % 7 % 3 for i in range(101)]}, features=features)
+    ds = Dataset.from_dict(
+        {"text": [f"t{i}" for i in range(101)], "label": [i % 7 % 3 for i in range(101)]}, features=features
+    )
     ds = ds.select(range(100, 0, -1))  # through an indices mapping, as after an earlier carve
     for n_first, n_second, seed in [(80, 20, 42), (30, 70, 7), (11, 5, 0)]:
         theirs = ds.train_test_split(train_size=n_first, test_size=n_second, seed=seed, stratify_by_column="label")
-        ours = data._stratified_split(ds, n_first, n_second, seed)
+        ours = _stratified_split(ds, n_first, n_second, seed)
         assert [part["text"][:] for part in ours] == [theirs["train"]["text"][:], theirs["test"]["text"][:]]
 
 
 def test_a_nan_label_is_an_empty_label_not_a_class(tmp_path):
     path = tmp_path / "mine.parquet"
-    pd.DataFrame({"text": [f"row {i}" for i in range(40)], "label": [float(i % 2) for i in range(39)] + [float("nan")]}).to_parquet(path)
+    pd.DataFrame(
+        {"text": [f"row {i}" for i in range(40)], "label": [float(i % 2) for i in range(39)] + [float("nan")]}
+    ).to_parquet(path)
     with pytest.raises(PipelineError, match="'label': a label is empty; every row needs a label"):
-        data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}"), 42)
+        load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}"), 42)
 
 
 def test_texts_are_checked_past_the_first_rows_read(tmp_path):
     """The every-text-empty check reads the rows in batches: text only after the first batch is still text."""
-    rows = [("", "ab"[i % 2]) for i in range(data.ROWS_AT_A_TIME + 10)] + [("late text", "a")]
+    rows = [("", "ab"[i % 2]) for i in range(ROWS_AT_A_TIME + 10)] + [("late text", "a")]
     path = _write_csv(tmp_path / "mostly_empty.csv", rows)
-    assert len(data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}"), 42)["train"]) > 0
+    assert len(load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}"), 42)["train"]) > 0
 
 
 def test_the_splits_of_fixed_rows_keep_their_content_across_upgrades(tmp_path):
     """The rows each carve-out holds, pinned: a change to how the stratified split chooses them (ours or an
     upgrade of datasets or numpy) would refuse every recorded study and version as made on other data."""
     path = _write_csv(tmp_path / "fixed.csv", [(f"text {i}", "xyz"[i % 7 % 3]) for i in range(300)])
-    splits = data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}", "dataset.max_train_samples=100"), 7)
+    splits = load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}", "dataset.max_train_samples=100"), 7)
     assert {name: len(ds) for name, ds in splits.items()} == {"train": 100, "validation": 24, "test": 60}
-    assert data.fingerprint(splits) == "sha256:455503efdfaaa425421dd054530a81c2c91ada492888f9fff4245c098b22003f"
+    assert fingerprint(splits) == "sha256:455503efdfaaa425421dd054530a81c2c91ada492888f9fff4245c098b22003f"
 
 
 def _write_csv(path, rows: list[tuple[str, str]]):
@@ -223,17 +269,17 @@ def test_fingerprint_is_the_content_not_the_path_or_cache(tmp_path):
     same; one row moved between splits does not."""
     rows = [(f"review {i} {'good' if i % 2 else 'bad'}", "pos" if i % 2 else "neg") for i in range(60)]
     ids = [
-        data.fingerprint(data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}"), 42))
+        fingerprint(load_splits(dataset_cfg("dataset=local", f"dataset.train_file={path}"), 42))
         for path in (_write_csv(tmp_path / "a" / "mine.csv", rows), _write_csv(tmp_path / "b" / "c" / "copy.csv", rows))
     ]
-    assert ids[0] == ids[1] and data.is_content_fingerprint(ids[0])
-    splits = data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={tmp_path / 'a' / 'mine.csv'}"), 42)
+    assert ids[0] == ids[1] and is_content_fingerprint(ids[0])
+    splits = load_splits(dataset_cfg("dataset=local", f"dataset.train_file={tmp_path / 'a' / 'mine.csv'}"), 42)
     moved = DatasetDict(
         train=splits["train"].select(range(1, len(splits["train"]))),
         validation=splits["validation"],
         test=concatenate_datasets([splits["test"], splits["train"].select([0])]),
     )
-    assert data.fingerprint(moved) != ids[0]
+    assert fingerprint(moved) != ids[0]
 
 
 def test_fingerprint_ignores_how_arrow_lays_out_the_rows():
@@ -243,16 +289,16 @@ def test_fingerprint_ignores_how_arrow_lays_out_the_rows():
     # The same rows as a slice of a larger table, and as two concatenated chunks.
     sliced = Dataset.from_dict({"text": ["x", *texts], "label": [0, *labels]}, features=features).select(range(1, 11))
     chunked = concatenate_datasets([whole.select(range(4)), whole.select(range(4, 10))])
-    assert len({data.fingerprint(DatasetDict(train=ds)) for ds in (whole, sliced, chunked)}) == 1
+    assert len({fingerprint(DatasetDict(train=ds)) for ds in (whole, sliced, chunked)}) == 1
     renamed = whole.cast_column("label", ClassLabel(names=["x", "b"]))
-    assert data.fingerprint(DatasetDict(train=renamed)) != data.fingerprint(DatasetDict(train=whole))
+    assert fingerprint(DatasetDict(train=renamed)) != fingerprint(DatasetDict(train=whole))
 
 
 def test_a_test_split_lacking_training_classes_is_named_in_a_warning(tmp_path, caplog):
     train = _write_csv(tmp_path / "train.csv", [(f"text {i}", "abc"[i % 3]) for i in range(60)])
     test = _write_csv(tmp_path / "test.csv", [(f"text {i}", "ab"[i % 2]) for i in range(10)])
     caplog.set_level("WARNING", logger="pipeline.data")
-    data.load_splits(dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}"), 42)
+    load_splits(dataset_cfg("dataset=local", f"dataset.train_file={train}", f"dataset.test_file={test}"), 42)
     assert "the test split has no rows of class 'c': its scores count the other classes only" in caplog.text
 
 
@@ -264,7 +310,7 @@ def test_the_content_fingerprint_keeps_its_value_so_recorded_studies_and_version
         train=Dataset.from_dict({"text": ["x", "héllo", None, "zz" * 5000], "label": [0, 1, 0, 1]}, features=features),
         test=Dataset.from_dict({"text": ["q"], "label": [1]}, features=features),
     )
-    identity = data.identify(splits)
-    assert identity.fingerprint == data.fingerprint(splits)
+    identity = identify(splits)
+    assert identity.fingerprint == fingerprint(splits)
     assert identity.fingerprint == "sha256:8a7b3d4322b1497eb74235a9bf8edfc3e1c4364fc1af35f3ccd8c22c687470c8"
     assert sorted(identity.splits) == ["test", "train"] and len(set(identity.splits.values())) == 2

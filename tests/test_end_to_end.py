@@ -1,14 +1,18 @@
 """The real entry point (`python -m pipeline`) in a subprocess, on the tiny model and real AG News rows."""
+
 import re
 
 import pytest
 from optuna.trial import TrialState
 
-from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
-from pipeline.study import best_trial
-from pipeline.tracking import STATE_TAG, TRIAL_TAG
 from devtools.commands import CLASSES, TINY, run_pipeline
+from pipeline.search.study import best_trial
+from pipeline.tracking.registry import TRIAL_RUN_TAG
+from pipeline.tracking.tracker import STATE_TAG, TRIAL_TAG
+from pipeline.training.metrics import TEST_METRIC
 from tests.conftest import default_study, mlflow_client, runs_by_role
+
+pytestmark = pytest.mark.slow  # servers, faults, or trainings of 20 s and more
 
 STUDY = "ag_news-tiny"
 
@@ -75,7 +79,9 @@ def test_one_parent_run_with_a_child_run_per_trial_and_per_epoch_accuracy(search
     invocations = client.list_artifacts(parent.info.run_id, "invocations")
     assert len(invocations) == 2  # one folder per run of the command, each with its config and command
     for folder in invocations:
-        assert {"config.yaml", "command.txt"} == {a.path.rsplit("/", 1)[1] for a in client.list_artifacts(parent.info.run_id, folder.path)}
+        assert {"config.yaml", "command.txt"} == {
+            a.path.rsplit("/", 1)[1] for a in client.list_artifacts(parent.info.run_id, folder.path)
+        }
     assert "test_accuracy" in parent.data.metrics and "best_eval_accuracy" in parent.data.metrics
 
 
@@ -85,14 +91,25 @@ def test_the_parent_and_trial_runs_show_their_params_and_data_as_dataset_inputs(
     params = parent.data.params
     assert params["model"] == "tiny" and params["dataset"] == "ag_news" and params["search_space"] == "batch_epochs"
     assert "learning_rate" in params["search_space_content"]
-    assert (params["n_trials"], params["sampler"], params["pruner"], params["seed"], params["max_length"]) == ("3", "tpe", "median", "42", "48")
-    inputs = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in parent.inputs.dataset_inputs}
+    assert (params["n_trials"], params["sampler"], params["pruner"], params["seed"], params["max_length"]) == (
+        "3",
+        "tpe",
+        "median",
+        "42",
+        "48",
+    )
+    inputs = {
+        next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in parent.inputs.dataset_inputs
+    }
     assert sorted(inputs) == ["test", "train", "validation"]
     assert inputs["test"].source.endswith('test.csv"}') and inputs["train"].source.endswith('train.csv"}')
     assert len({d.digest for d in inputs.values()}) == 3 and all(len(d.digest) == 16 for d in inputs.values())
     # Each trial run shows what it trained and was judged on; no trial touches the test split.
     for trial in runs_by_role(mlflow_client(cwd), "trial"):
-        used = {next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset for i in trial.inputs.dataset_inputs}
+        used = {
+            next(t.value for t in i.tags if t.key == "mlflow.data.context"): i.dataset
+            for i in trial.inputs.dataset_inputs
+        }
         assert sorted(used) == ["train", "validation"]
         assert {split: d.digest for split, d in used.items()} == {split: inputs[split].digest for split in used}
 
@@ -144,7 +161,9 @@ def test_train_mode_trains_once_and_registers(tmp_path):
     result = run_pipeline(tmp_path, *TINY, "mode=train", "trainer.num_train_epochs=2")
     assert result.returncode == 0, result.stderr[-3000:]
     # The weights once, in MLflow's artifacts: none under outputs/ (the model card is there).
-    assert not list((tmp_path / "outputs").rglob("*.safetensors")) and list((tmp_path / "outputs").rglob("model_card.md"))
+    assert not list((tmp_path / "outputs").rglob("*.safetensors")) and list(
+        (tmp_path / "outputs").rglob("model_card.md")
+    )
     assert len(list((tmp_path / "mlruns" / "artifacts").rglob("*.safetensors"))) == 1
     client = mlflow_client(tmp_path)
     (run,) = runs_by_role(client, "train")
@@ -154,7 +173,9 @@ def test_train_mode_trains_once_and_registers(tmp_path):
     assert str(client.get_model_version_by_alias("ag_news", "champion").version) == "1"
     # The terminal: one line for the training, its accuracy per epoch as MLflow has it; no Trainer dicts.
     accuracies = " ".join(f"{m.value:.3f}" for m in client.get_metric_history(run.info.run_id, "final_eval_accuracy"))
-    assert f"trained batch=16 epochs=2 lr=0.001 | eval_accuracy by epoch: {accuracies} | in " in result.stdout, result.stdout
+    assert f"trained batch=16 epochs=2 lr=0.001 | eval_accuracy by epoch: {accuracies} | in " in result.stdout, (
+        result.stdout
+    )
     assert not re.search(r"\{'(loss|eval_loss|train_runtime)'", result.stdout + result.stderr), result.stdout
 
 

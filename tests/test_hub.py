@@ -1,4 +1,5 @@
 """Offline detection: without a route to the Hub, a hub model or dataset fails at once, not after retries."""
+
 from __future__ import annotations
 
 import os
@@ -6,9 +7,9 @@ import socket
 import subprocess
 import sys
 
-from pipeline import hub
 from devtools.commands import TINY, pipeline_env
 from devtools.services import free_port
+from pipeline.runtime import startup
 
 
 def closed_port_url() -> str:
@@ -18,9 +19,9 @@ def closed_port_url() -> str:
 
 def test_reachable_tells_a_listening_port_from_a_closed_one():
     with socket.create_server(("127.0.0.1", 0)) as server:
-        assert hub.reachable(f"http://127.0.0.1:{server.getsockname()[1]}")
-    assert not hub.reachable(closed_port_url())
-    assert not hub.reachable("https://no-such-host.invalid")
+        assert startup.reachable(f"http://127.0.0.1:{server.getsockname()[1]}")
+    assert not startup.reachable(closed_port_url())
+    assert not startup.reachable("https://no-such-host.invalid")
 
 
 def test_an_unreachable_hub_switches_on_offline_mode(monkeypatch):
@@ -28,18 +29,18 @@ def test_an_unreachable_hub_switches_on_offline_mode(monkeypatch):
         monkeypatch.setenv(var, "")  # so that teardown restores the original, set or unset
         monkeypatch.delenv(var)
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
-    hub.go_offline_if_unreachable()
+    startup.go_offline_if_unreachable()
     assert os.environ["HF_HUB_OFFLINE"] == "1"
 
 
 def test_a_users_setting_and_a_proxy_are_left_alone(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    hub.go_offline_if_unreachable()
+    startup.go_offline_if_unreachable()
     assert os.environ["HF_HUB_OFFLINE"] == "0"
     monkeypatch.delenv("HF_HUB_OFFLINE")
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # only the proxy can tell
-    hub.go_offline_if_unreachable()
+    startup.go_offline_if_unreachable()
     assert "HF_HUB_OFFLINE" not in os.environ
 
 
@@ -51,7 +52,11 @@ def test_real_process_fails_at_once_when_the_hub_is_unreachable(tmp_path):
     del env["HF_HUB_OFFLINE"]  # the user's case: nothing says offline
     result = subprocess.run(
         [sys.executable, "-m", "pipeline", *TINY, "model=bert_base", "verbose=true"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert result.returncode == 2 and len(errors) == 1, result.stderr[-2000:]

@@ -1,4 +1,5 @@
 """model_init: fresh copies, heads drawn under the trial's seed, labels in the config; offline errors."""
+
 import json
 import logging
 
@@ -7,8 +8,8 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel, set_seed
 
-from pipeline import model
 from pipeline.errors import PipelineError
+from pipeline.training import model
 from tests.conftest import compose_config
 
 LABELS = ["neg", "pos"]
@@ -32,8 +33,10 @@ def test_package_model_copies_base_and_redraws_head_per_seed():
     assert not torch.equal(a.classifier.weight, init().classifier.weight)  # trials do not share weights
 
 
-def test_loading_says_the_head_is_new_in_one_line_and_shows_transformers_report_when_the_encoder_does_not_fit(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="pipeline.model")
+def test_loading_says_the_head_is_new_in_one_line_and_shows_transformers_report_when_the_encoder_does_not_fit(
+    tmp_path, caplog
+):
+    caplog.set_level(logging.INFO, logger="pipeline.training.model")
     transformers_log, printed = logging.getLogger("transformers.modeling_utils"), []
     handler = logging.Handler()
     handler.emit = printed.append
@@ -41,11 +44,15 @@ def test_loading_says_the_head_is_new_in_one_line_and_shows_transformers_report_
     try:
         model.make_model_init(compose_config("model=minilm").model, LABELS)
         assert printed == []  # its table of the missing head, on every run before
-        said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "pipeline.model"]
-        assert said == [("INFO", "model=minilm: BertForSequenceClassification with a new classification head (classifier)")]
+        said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "pipeline.training.model"]
+        assert said == [
+            ("INFO", "model=minilm: BertForSequenceClassification with a new classification head (classifier)")
+        ]
 
         # A checkpoint of one layer, declared as two: layer 1 is missing, and transformers' table says so.
-        config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+        config = BertConfig(
+            vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+        )
         BertModel(config).save_pretrained(tmp_path)
         declared = json.loads((tmp_path / "config.json").read_text())
         (tmp_path / "config.json").write_text(json.dumps({**declared, "num_hidden_layers": 2}))

@@ -1,17 +1,21 @@
 """A user's own CSV with string labels, as the README's `dataset=local` route takes it: the same command
 twice, then the same rows at another path, all continue one study and one registered model."""
+
 import re
 import shutil
 import uuid
 
 import optuna
 import pandas as pd
+import pytest
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
-from pipeline.tracking import ROLE_TAG
 from devtools.commands import run_pipeline, study_storage, tracking_uri
+from pipeline.tracking.tracker import ROLE_TAG
 from tests.conftest import default_study
+
+pytestmark = pytest.mark.slow  # servers, faults, or trainings of 20 s and more
 
 TOPICS = {"sport": "match goal team", "money": "bank market shares", "science": "lab study cells"}
 
@@ -27,9 +31,15 @@ def write_reviews(path):
 
 def command(train_file) -> list[str]:
     return [
-        "dataset=local", f"dataset.train_file={train_file}", "dataset.text_columns=[body]",
-        "dataset.label_column=topic", "dataset.max_length=32", "model=tiny", "search.n_trials=1",
-        "trainer.num_train_epochs=1", "trainer.learning_rate=0.001",
+        "dataset=local",
+        f"dataset.train_file={train_file}",
+        "dataset.text_columns=[body]",
+        "dataset.label_column=topic",
+        "dataset.max_length=32",
+        "model=tiny",
+        "search.n_trials=1",
+        "trainer.num_train_epochs=1",
+        "trainer.learning_rate=0.001",
     ]
 
 
@@ -75,7 +85,9 @@ def test_a_multirun_run_twice_continues_each_of_its_studies(tmp_path):
         result = run_pipeline(work, "-m", *command(data), "model=tiny,minilm")
         assert result.returncode == 0, result.stderr[-3000:]
         (best,) = [line for line in result.stdout.splitlines() if line.startswith("multirun: best job of 2: model=")]
-        assert re.search(r"study=local-(tiny|minilm) validation accuracy [\d.]+, test accuracy [\d.]+ \(models:/local/\d+\)", best)
+        assert re.search(
+            r"study=local-(tiny|minilm) validation accuracy [\d.]+, test accuracy [\d.]+ \(models:/local/\d+\)", best
+        )
     for study_name in ("local-tiny", "local-minilm"):
         study = default_study(work, study_name)
         assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
@@ -106,4 +118,7 @@ def test_a_quick_try_on_capped_rows_then_the_full_data_need_no_new_names(tmp_pat
     assert sorted(m.name for m in client.search_registered_models()) == ["local", "local-train40"]
     # An explicit name still gets the data check: the full rows under the quick try's name are refused.
     again = run_pipeline(work, *command(data), "registry.name=local-train40", "search.study_name=other")
-    assert again.returncode == 2 and "registry.name=local-train40: version 1 was trained and scored on other data" in again.stderr
+    assert (
+        again.returncode == 2
+        and "registry.name=local-train40: version 1 was trained and scored on other data" in again.stderr
+    )

@@ -1,10 +1,13 @@
 """bf16 where the hardware has it: training's `trainer.bf16=auto` (and TF32 on a GPU), prediction's weights cast
 once at load, on the device `--device` names."""
+
 import pytest
 import torch
 
-from pipeline import classifier, model, precision, train
+from pipeline import classifier
 from pipeline.errors import PipelineError
+from pipeline.training import model, precision
+from pipeline.training.args import training_args
 from tests.conftest import compose_config
 
 LABELS = ["neg", "pos"]
@@ -49,7 +52,9 @@ def test_the_device_follows_the_flag_and_what_torch_sees(monkeypatch, has_cuda):
     assert classifier.device_for("auto", quantize=True) == torch.device("cpu")  # int8 runs on the CPU
     if has_cuda:
         assert classifier.device_for("cuda") == torch.device("cuda")
-        with pytest.raises(PipelineError, match="--quantize with --device=cuda: int8 quantization runs on the CPU only"):
+        with pytest.raises(
+            PipelineError, match="--quantize with --device=cuda: int8 quantization runs on the CPU only"
+        ):
             classifier.device_for("cuda", quantize=True)
     else:
         with pytest.raises(PipelineError, match="--device=cuda: torch sees no CUDA device here"):
@@ -68,7 +73,9 @@ def test_a_loaded_classifier_is_on_the_chosen_device_and_says_so(saved, monkeypa
 @pytest.mark.parametrize("capability, tf32", [((9, 0), True), ((8, 0), True), ((7, 5), None)])
 def test_on_a_gpu_auto_trains_in_bf16_with_tf32_from_ampere_on(monkeypatch, capability, tf32):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or capability >= (8, 0))
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation or capability >= (8, 0)
+    )
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
     fields = precision.training_fields("auto", "auto")
     assert fields == {"bf16": capability >= (8, 0), "tf32": tf32}  # no use_cpu: the Trainer takes the GPU
@@ -79,7 +86,7 @@ def test_training_and_prediction_leave_cudnn_out_of_attention(saved):
     """cuDNN's attention plans each new sequence length anew (7x slower steps on an H200 with per-batch padding)."""
     cfg = compose_config("model=tiny")
     try:
-        for use in (lambda: train.training_args(cfg.trainer, str(saved), 0), lambda: classifier.load(str(saved), "")):
+        for use in (lambda: training_args(cfg.trainer, str(saved), 0), lambda: classifier.load(str(saved), "")):
             torch.backends.cuda.enable_cudnn_sdp(True)
             use()
             assert not torch.backends.cuda.cudnn_sdp_enabled()

@@ -1,10 +1,11 @@
 """The champion rule against a real SQLite MLflow registry."""
+
 import pytest
 
-from pipeline import registry
 from pipeline.errors import PipelineError
 from pipeline.schema import TrackingConfig
-from pipeline.tracking import Tracker
+from pipeline.tracking import registry
+from pipeline.tracking.tracker import Tracker
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
 """Interruptions (SIGINT, SIGTERM, SIGKILL) of the real process, a crashing trial, bounded disk, finalize twice."""
+
 from __future__ import annotations
 
 import os
@@ -15,14 +16,24 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from pipeline import interrupts, registry, storage
-from pipeline.audit import audit
-from pipeline.resume import RESUMED_FROM_TRIAL
-from pipeline.space import load_space
-from pipeline.study import best_trial, open_study
-from pipeline.tracking import ERROR_TAG, STATE_TAG, TRIAL_TAG
-from devtools.commands import TINY, pipeline_env, run_pipeline, study_storage
-from tests.conftest import compose_config, default_study, mlflow_client, runs_by_role, write_space
+from devtools.audit import audit
+from devtools.commands import TINY, run_pipeline, start_pipeline, study_storage
+from pipeline.runtime import interrupts
+from pipeline.search import storage
+from pipeline.search.resume import RESUMED_FROM_TRIAL
+from pipeline.search.space import load_space
+from pipeline.search.study import best_trial, open_study
+from pipeline.tracking import registry
+from pipeline.tracking.tracker import ERROR_TAG, STATE_TAG, TRIAL_TAG
+from tests.conftest import (
+    compose_config,
+    default_study,
+    mlflow_client,
+    runs_by_role,
+    write_space,
+)
+
+pytestmark = pytest.mark.slow  # servers, faults, or trainings of 20 s and more
 
 STUDY = "ag_news-tiny"
 # Heartbeat every second, stale after 2: a SIGKILLed trial is failed when the next run starts.
@@ -82,11 +93,7 @@ def trial_states(cwd: Path) -> dict[int, tuple[str, bool]]:
 def start(cwd: Path, command: list[str]) -> tuple[subprocess.Popen, Path]:
     """`python -m pipeline COMMAND` in the background; its output goes to the returned log file."""
     path = cwd / f"worker-{time.monotonic_ns()}.log"
-    with open(path, "w") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pipeline", *command], cwd=cwd, env=pipeline_env(), stdout=log, stderr=subprocess.STDOUT
-        )
-    return proc, path
+    return start_pipeline(cwd, *command, log=path), path
 
 
 def wait_for_training_trial(cwd: Path, proc: subprocess.Popen, timeout: float = 240) -> int:

@@ -1,4 +1,5 @@
-"""pipeline.report on in-memory studies: small studies skip what cannot be drawn, never crash."""
+"""pipeline/tracking/report.py on in-memory studies: small studies skip what cannot be drawn, never crash."""
+
 from __future__ import annotations
 
 import optuna
@@ -6,17 +7,23 @@ import pytest
 from optuna.distributions import CategoricalDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from pipeline import report
 from pipeline.schema import TrackingConfig
-from pipeline.tracking import Tracker
+from pipeline.tracking import report
+from pipeline.tracking.tracker import Tracker
 
-DISTRIBUTIONS = {"per_device_train_batch_size": CategoricalDistribution([8, 16]), "num_train_epochs": IntDistribution(1, 3)}
+DISTRIBUTIONS = {
+    "per_device_train_batch_size": CategoricalDistribution([8, 16]),
+    "num_train_epochs": IntDistribution(1, 3),
+}
 
 
 def trial(value: float | None, batch: int, epochs: int, state=TrialState.COMPLETE, curve=(0.3, 0.5)):
     return create_trial(
-        state=state, value=value, params={"per_device_train_batch_size": batch, "num_train_epochs": epochs},
-        distributions=DISTRIBUTIONS, intermediate_values=dict(enumerate(curve, 1)),
+        state=state,
+        value=value,
+        params={"per_device_train_batch_size": batch, "num_train_epochs": epochs},
+        distributions=DISTRIBUTIONS,
+        intermediate_values=dict(enumerate(curve, 1)),
     )
 
 
@@ -39,7 +46,7 @@ def logged(tracker: Tracker, run_id: str, path: str | None = None) -> set[str]:
 def test_one_completed_trial_skips_param_importances_with_a_reason(tracker, caplog):
     run_id = tracker.new_run("study", "study")
     study = study_of(trial(0.5, 8, 2), trial(None, 16, 1, TrialState.PRUNED, curve=(0.2,)))
-    with caplog.at_level("INFO", logger="pipeline.report"):
+    with caplog.at_level("INFO", logger="pipeline.tracking.report"):
         made = report.log_study(tracker, run_id, study)
     assert made == ["optimization_history", "parallel_coordinate", "intermediate_values"]
     assert "no param_importances plot: needs 2 completed trials, the study has 1" in caplog.text

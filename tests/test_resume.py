@@ -1,12 +1,11 @@
 """Preemptible trials, tried on a user's CSV with a real process: SIGKILL after a finished epoch, SIGTERM in
 the middle of one; the same command again continues the trial from its last finished epoch, with the curve
 an uninterrupted run draws."""
+
 from __future__ import annotations
 
 import re
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -16,10 +15,12 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from pipeline.audit import audit
-from pipeline.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
-from devtools.commands import pipeline_env, run_pipeline, wait_for_saved_epoch
+from devtools.audit import audit
+from devtools.commands import run_pipeline, start_pipeline, wait_for_saved_epoch
+from pipeline.search.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
 from tests.conftest import default_study, mlflow_client, write_space
+
+pytestmark = pytest.mark.slow  # servers, faults, or trainings of 20 s and more
 
 STUDY = "local-tiny"
 EPOCHS = 3
@@ -38,13 +39,27 @@ def reviews(tmp_path_factory) -> Path:
 
 
 def command(cwd: Path, reviews: Path) -> list[str]:
-    space = write_space(cwd, {"learning_rate": {"type": "categorical", "choices": [0.001, 0.002]},
-                              "num_train_epochs": {"type": "categorical", "choices": [EPOCHS]}})
+    space = write_space(
+        cwd,
+        {
+            "learning_rate": {"type": "categorical", "choices": [0.001, 0.002]},
+            "num_train_epochs": {"type": "categorical", "choices": [EPOCHS]},
+        },
+    )
     return [
-        "dataset=local", f"dataset.train_file={reviews}", "dataset.text_columns=[body]", "dataset.label_column=topic",
-        "dataset.max_length=64", "model=tiny", "trainer.learning_rate=0.001", f"trainer.num_train_epochs={EPOCHS}",
-        f"search.space={space}", "search.n_trials=1", "search.pruner=none",
-        "search.heartbeat_interval=1", "search.grace_period=2",
+        "dataset=local",
+        f"dataset.train_file={reviews}",
+        "dataset.text_columns=[body]",
+        "dataset.label_column=topic",
+        "dataset.max_length=64",
+        "model=tiny",
+        "trainer.learning_rate=0.001",
+        f"trainer.num_train_epochs={EPOCHS}",
+        f"search.space={space}",
+        "search.n_trials=1",
+        "search.pruner=none",
+        "search.heartbeat_interval=1",
+        "search.grace_period=2",
     ]
 
 
@@ -54,9 +69,7 @@ def interrupted_then_rerun(
     """The search, sent `sig` `after_save_s` after its first trial saved epoch 1, then the same command again."""
     cwd.mkdir()
     overrides = [*command(cwd, reviews), *extra]
-    with open(cwd / "interrupted.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline", *overrides], cwd=cwd, env=pipeline_env(),
-                                stdout=log, stderr=subprocess.STDOUT)
+    proc = start_pipeline(cwd, *overrides, log=cwd / "interrupted.log")
     saved = wait_for_saved_epoch(cwd / "mlruns" / "checkpoints" / STUDY / "resume", proc)
     time.sleep(after_save_s)
     proc.send_signal(sig)
@@ -67,8 +80,11 @@ def interrupted_then_rerun(
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"trial 1 resumes trial 0 from its epoch {resumed_epoch}" in again.stdout + again.stderr
     # Its progress line shows the whole curve, earlier epochs included.
-    assert re.search(rf"trial 1/1 \(#1\) .* by epoch: [0-9.]+ [0-9.]+ [0-9.]+ \| complete \(resumed #0 after epoch {resumed_epoch}\)",
-                     again.stdout)
+    assert re.search(
+        rf"trial 1/1 \(#1\) .* by epoch: [0-9.]+ [0-9.]+ [0-9.]+ \| complete \(resumed #0 after epoch "
+        rf"{resumed_epoch}\)",
+        again.stdout,
+    )
     return default_study(cwd, STUDY)
 
 
@@ -118,6 +134,7 @@ def test_sigterm_mid_epoch_resumes_with_the_curve_of_an_uninterrupted_run(tmp_pa
 
 
 def test_sigterm_with_finish_epoch_on_term_finishes_the_epoch_before_stopping(tmp_path, reviews):
-    study = interrupted_then_rerun(tmp_path / "noticed", reviews, signal.SIGTERM, 0.3, "search.finish_epoch_on_term=true",
-                                   resumed_epoch=2)
+    study = interrupted_then_rerun(
+        tmp_path / "noticed", reviews, signal.SIGTERM, 0.3, "search.finish_epoch_on_term=true", resumed_epoch=2
+    )
     assert_resumed(tmp_path / "noticed", study, epoch=2)

@@ -1,12 +1,12 @@
 """Scale-out against real services: workers sharing one Optuna study on PostgreSQL, a real `mlflow server`
 (PostgreSQL backend, proxied artifacts), workers and finalize commands started at the same instant in
 several rounds, racing parent-run creators, SIGKILL mid-trial."""
+
 from __future__ import annotations
 
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,21 +19,23 @@ import sqlalchemy
 from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
-from optuna.storages._rdb import models
 from optuna.trial import TrialState
 
-from pipeline import registry, storage
-from pipeline.audit import audit
-from pipeline.registry import TEST_METRIC, TRIAL_RUN_TAG
-from pipeline.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
-from pipeline.schema import SearchConfig, TrackingConfig
-from pipeline.study import best_trial
-from pipeline.tracking import ROLE_TAG, STATE_TAG, TRIAL_TAG, WORKER, Tracker
-from devtools.commands import TINY, pipeline_env, wait_for_saved_epoch
+from devtools.audit import audit
+from devtools.commands import TINY, start_pipeline, wait_for_saved_epoch
 from devtools.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
+from pipeline.schema import SearchConfig, TrackingConfig
+from pipeline.search import internals as search_internals
+from pipeline.search import storage
+from pipeline.search.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
+from pipeline.search.study import best_trial
+from pipeline.tracking import registry
+from pipeline.tracking.registry import TRIAL_RUN_TAG
+from pipeline.tracking.tracker import ROLE_TAG, STATE_TAG, TRIAL_TAG, WORKER, Tracker
+from pipeline.training.metrics import TEST_METRIC
 from tests.conftest import write_space
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 FAST = ["trainer.num_train_epochs=1"]
 
 
@@ -48,11 +50,7 @@ class Cluster:
         """`python -m pipeline` against the shared services, output in `name`.log."""
         shared = [f"search.storage={self.storage}", f"tracking.uri={self.tracking_uri}", *FAST]
         shared.append(f"search.space={self.cwd / 'space.yaml'}")
-        with open(self.cwd / f"{name}.log", "w") as log:
-            return subprocess.Popen(
-                [sys.executable, "-m", "pipeline", *TINY, *shared, *overrides],
-                cwd=self.cwd, env=pipeline_env(), stdout=log, stderr=subprocess.STDOUT,
-            )
+        return start_pipeline(self.cwd, *TINY, *shared, *overrides, log=self.cwd / f"{name}.log")
 
     def wait(self, name: str, process: subprocess.Popen, timeout: float = 400) -> None:
         assert process.wait(timeout=timeout) == 0, (self.cwd / f"{name}.log").read_text()[-3000:]
@@ -182,7 +180,9 @@ def test_workers_setting_one_tag_on_the_shared_parent_at_once_all_succeed(cluste
     trackers = [Tracker(TrackingConfig(uri=cluster.tracking_uri, experiment="ag_news")) for _ in range(6)]
     parent = trackers[0].study_run("tagged")
     # Several fresh keys: each one is a new race on the insert.
-    errors = all_at_once(trackers, 5, lambda i, tracker, key: tracker.set_tag(parent, f"pipeline.race{key}", f"worker{i}"))
+    errors = all_at_once(
+        trackers, 5, lambda i, tracker, key: tracker.set_tag(parent, f"pipeline.race{key}", f"worker{i}")
+    )
     assert errors == []
     tags = cluster.client.get_run(parent).data.tags
     assert {tags[f"pipeline.race{key}"] for key in range(5)} <= {f"worker{i}" for i in range(6)}
@@ -195,8 +195,11 @@ def test_workers_logging_the_study_params_at_once_all_succeed_and_the_first_valu
     trackers = [Tracker(TrackingConfig(uri=cluster.tracking_uri, experiment="ag_news")) for _ in range(6)]
     parent = trackers[0].study_run("params")
     # Each round new keys (a new race); the workers disagree on one value, as two command lines can.
-    errors = all_at_once(trackers, 5, lambda i, tracker, key: tracker.log_new_params(
-        parent, {f"same{key}": "shared", f"own{key}": f"worker{i}"}))
+    errors = all_at_once(
+        trackers,
+        5,
+        lambda i, tracker, key: tracker.log_new_params(parent, {f"same{key}": "shared", f"own{key}": f"worker{i}"}),
+    )
     assert errors == []
     params = cluster.client.get_run(parent).data.params
     assert {params[f"same{key}"] for key in range(5)} == {"shared"}
@@ -218,7 +221,9 @@ def test_workers_logging_the_same_new_dataset_at_once_all_succeed(cluster):
 
     assert all_at_once(trackers, 5, log) == []
     for run in runs:
-        assert sorted(i.dataset.name for i in cluster.client.get_run(run).inputs.dataset_inputs) == [f"race{r}" for r in range(5)]
+        assert sorted(i.dataset.name for i in cluster.client.get_run(run).inputs.dataset_inputs) == [
+            f"race{r}" for r in range(5)
+        ]
 
 
 def test_workers_promoting_the_champion_of_a_new_model_at_once_all_succeed(cluster):
@@ -231,7 +236,9 @@ def test_workers_promoting_the_champion_of_a_new_model_at_once_all_succeed(clust
     for name in names:
         cluster.client.create_registered_model(name)
         for accuracy in (0.7, 0.9, 0.8):
-            cluster.client.create_model_version(name, f"runs:/{run}/model", run_id=run, tags={TEST_METRIC: str(accuracy)})
+            cluster.client.create_model_version(
+                name, f"runs:/{run}/model", run_id=run, tags={TEST_METRIC: str(accuracy)}
+            )
     errors = all_at_once(trackers, len(names), lambda i, tracker, n: registry.promote(tracker, names[n], "champion"))
     assert errors == []
     assert [cluster.client.get_model_version_by_alias(name, "champion").version for name in names] == ["2"] * 5
@@ -249,11 +256,11 @@ def test_a_worker_whose_table_another_worker_committed_first_still_opens_the_sto
                 with rival.begin() as other:
                     table.create(other)
 
-        sqlalchemy.event.listen(models.StudyModel.__table__, "before_create", rival_commits_first)
+        sqlalchemy.event.listen(search_internals.schema().tables["studies"], "before_create", rival_commits_first)
         try:
             rdb = storage.open_storage(SearchConfig(storage=url))
         finally:
-            sqlalchemy.event.remove(models.StudyModel.__table__, "before_create", rival_commits_first)
+            sqlalchemy.event.remove(search_internals.schema().tables["studies"], "before_create", rival_commits_first)
             rival.dispose()
         assert raced == ["studies"]
         assert optuna.create_study(storage=rdb, study_name="after-the-race").study_name == "after-the-race"
@@ -266,7 +273,7 @@ def test_a_worker_that_waits_on_another_workers_uncommitted_schema_still_opens_t
         rival = sqlalchemy.create_engine(url)
         with ThreadPoolExecutor(1) as pool, rival.connect() as other:
             with other.begin():
-                models.BaseModel.metadata.create_all(other)
+                search_internals.schema().create_all(other)
                 opening = pool.submit(storage.open_storage, SearchConfig(storage=url))
                 time.sleep(1.5)  # long enough for the opener to block on our CREATE TYPE
                 assert not opening.done()
@@ -279,10 +286,23 @@ def test_a_worker_that_waits_on_another_workers_uncommitted_schema_still_opens_t
 def test_a_dead_workers_trial_is_resumed_from_its_last_epoch_by_another_worker(cluster):
     """A preempted machine: SIGKILL after the trial's first epoch; a worker started later resumes it."""
     (cluster.cwd / "resumable").mkdir()
-    space = write_space(cluster.cwd / "resumable", {"learning_rate": {"type": "categorical", "choices": [0.001]},
-                                                    "num_train_epochs": {"type": "categorical", "choices": [3]}})
-    command = ["search.study_name=preempted", "registry.name=preempted", f"search.space={space}", "search.n_trials=1", "trainer.num_train_epochs=3",
-               "dataset.max_train_samples=480", "search.heartbeat_interval=1", "search.grace_period=2"]
+    space = write_space(
+        cluster.cwd / "resumable",
+        {
+            "learning_rate": {"type": "categorical", "choices": [0.001]},
+            "num_train_epochs": {"type": "categorical", "choices": [3]},
+        },
+    )
+    command = [
+        "search.study_name=preempted",
+        "registry.name=preempted",
+        f"search.space={space}",
+        "search.n_trials=1",
+        "trainer.num_train_epochs=3",
+        "dataset.max_train_samples=480",
+        "search.heartbeat_interval=1",
+        "search.grace_period=2",
+    ]
     victim = cluster.start("preempted", *command)
     saved = wait_for_saved_epoch(cluster.cwd / "mlruns" / "checkpoints" / "preempted" / "resume", victim)
     os.kill(victim.pid, signal.SIGKILL)

@@ -1,4 +1,5 @@
 """Search-space parsing and validation, hp_space, study compatibility checks, and when a trial may be pruned."""
+
 import re
 
 import datasets
@@ -6,11 +7,24 @@ import optuna
 import pytest
 from datasets import Dataset, DatasetDict
 
-from pipeline import data, model, progress, storage, train
-from pipeline.errors import PipelineError
-from pipeline.space import Param, at_bounds, hp_space, load_space, seeded_model_init
-from pipeline.study import open_study
 from devtools.commands import TINY
+from pipeline import console
+from pipeline.data.fingerprint import fingerprint
+from pipeline.data.read import label_names
+from pipeline.data.splits import load_splits, tokenize
+from pipeline.errors import PipelineError
+from pipeline.search import storage
+from pipeline.search.space import (
+    Param,
+    at_bounds,
+    hp_space,
+    load_space,
+    seeded_model_init,
+)
+from pipeline.search.study import open_study
+from pipeline.training import model
+from pipeline.training.args import training_args
+from pipeline.training.trainer import build_trainer, objective
 from tests.conftest import compose_config, write_space
 
 FEATURES = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=["x", "y"]))
@@ -76,7 +90,9 @@ def test_reused_study_name_with_another_space_is_rejected(tmp_path):
     cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
     rdb = storage.open_storage(cfg)
     space = load_space("batch_epochs")
-    study = open_study(cfg, space, rdb, start={"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-5})
+    study = open_study(
+        cfg, space, rdb, start={"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-5}
+    )
     assert len(open_study(cfg, space, rdb, start={"num_train_epochs": 3}).trials) == 1  # enqueued once
     first = hp_space(space)(study.ask())  # the starting point is trial 0
     assert first == {"num_train_epochs": 2, "per_device_train_batch_size": 16, "learning_rate": 5e-5}
@@ -109,11 +125,11 @@ def test_data_fingerprint_sees_a_changed_row_or_label():
         test=Dataset.from_dict({"text": ["c"], "label": [1]}, features=FEATURES),
     )
     same = DatasetDict({k: Dataset.from_dict(v.to_dict(), features=FEATURES) for k, v in splits.items()})
-    assert data.fingerprint(splits) == data.fingerprint(same)
+    assert fingerprint(splits) == fingerprint(same)
     for split, column, value in [("train", "text", ["a", "B"]), ("test", "label", [0])]:
         changed = DatasetDict(dict(splits))
         changed[split] = splits[split].remove_columns(column).add_column(column, value, feature=FEATURES[column])
-        assert data.fingerprint(changed) != data.fingerprint(splits), (split, column)
+        assert fingerprint(changed) != fingerprint(splits), (split, column)
 
 
 def test_searched_seed_reaches_its_own_trial():
@@ -131,26 +147,35 @@ def test_a_trial_is_pruned_between_epochs_but_never_after_its_last(tmp_path, cap
     """A pruner that prunes every report: 2-epoch trials stop after epoch 1, 1-epoch trials complete."""
     cfg = compose_config(*TINY, "dataset.max_train_samples=32", "dataset.max_eval_samples=16")
     tokenizer = model.load_tokenizer(cfg.model)
-    splits = data.load_splits(cfg.dataset, cfg.seed)
-    tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
-    args = train.training_args(cfg.trainer, str(tmp_path), cfg.seed)
-    trainer = train.build_trainer(args, model.make_model_init(cfg.model, data.label_names(splits)), tokenized, tokenizer)
-    trainer.add_callback(progress.TrialProgress(trainer, n_trials=2))
-    caplog.set_level("INFO", logger="pipeline.progress")
+    splits = load_splits(cfg.dataset, cfg.seed)
+    tokenized = tokenize(splits, tokenizer, cfg.dataset.max_length)
+    args = training_args(cfg.trainer, str(tmp_path), cfg.seed)
+    trainer = build_trainer(args, model.make_model_init(cfg.model, label_names(splits)), tokenized, tokenizer)
+    trainer.add_callback(console.TrialProgress(trainer, n_trials=2))
+    caplog.set_level("INFO", logger="pipeline.console")
     study = optuna.create_study(study_name="prune", storage=f"sqlite:///{tmp_path}/optuna.db", direction="maximize")
     for epochs in (2, 1):
         study.enqueue_trial({"num_train_epochs": epochs})
     trainer.hyperparameter_search(
         hp_space=lambda trial: {"num_train_epochs": trial.suggest_int("num_train_epochs", 1, 2)},
-        compute_objective=train.objective, n_trials=2, direction="maximize", backend="optuna",
-        study_name="prune", storage=f"sqlite:///{tmp_path}/optuna.db", load_if_exists=True,
+        compute_objective=objective,
+        n_trials=2,
+        direction="maximize",
+        backend="optuna",
+        study_name="prune",
+        storage=f"sqlite:///{tmp_path}/optuna.db",
+        load_if_exists=True,
         pruner=optuna.pruners.ThresholdPruner(lower=1.1),  # accuracy is below 1.1 at every report
     )
     two, one = optuna.load_study(study_name="prune", storage=f"sqlite:///{tmp_path}/optuna.db").trials
     assert two.state == optuna.trial.TrialState.PRUNED and list(two.intermediate_values) == [1]
     assert one.state == optuna.trial.TrialState.COMPLETE and list(one.intermediate_values) == [1]
     assert one.value == one.intermediate_values[1]
-    outcomes = [re.search(r"\| (\w+) in", r.getMessage()).group(1) for r in caplog.records if "eval_accuracy by epoch" in r.getMessage()]
+    outcomes = [
+        re.search(r"\| (\w+) in", r.getMessage()).group(1)
+        for r in caplog.records
+        if "eval_accuracy by epoch" in r.getMessage()
+    ]
     assert outcomes == ["pruned", "complete"]  # what the progress line tells the user
 
 
@@ -188,10 +213,13 @@ def test_an_end_of_the_range_is_reported_only_when_no_trial_as_good_stays_away_f
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value))
     assert study.best_trial.number == 0
     assert widening_hints(study, study.best_trial, space, n_labels=3) == []  # trial 2 scored 0.9 at 2 epochs
-    study.add_trial(optuna.trial.create_trial(  # now the only best, at 3 epochs and 9.5e-5
-        params={"per_device_train_batch_size": 8, "num_train_epochs": 3, "learning_rate": 9.5e-5},
-        distributions=distributions, value=0.9 + 1e-9,
-    ))
+    study.add_trial(
+        optuna.trial.create_trial(  # now the only best, at 3 epochs and 9.5e-5
+            params={"per_device_train_batch_size": 8, "num_train_epochs": 3, "learning_rate": 9.5e-5},
+            distributions=distributions,
+            value=0.9 + 1e-9,
+        )
+    )
     assert widening_hints(study, study.best_trial, space, n_labels=3) == [
         "num_train_epochs=3 is at the upper end of [1, 3]",
         "learning_rate=9.5e-05 is at the upper end of [1e-05, 0.0001]",

@@ -2,28 +2,25 @@
 multirun and a failing run write (artifacts, Hydra's files, logs), not in what MLflow and Optuna store,
 not in the terminal. PostgreSQL here trusts local connections and the MLflow server has no auth, so both
 accept the URLs and ignore the password, as a real deployment would check it."""
+
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline.secrets import redact
-from devtools.commands import TINY, pipeline_env
+from devtools.commands import TINY, run_pipeline
 from devtools.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
+from pipeline.runtime.secrets import redact
 
 PASSWORD = "s3cr3t-Pa55"
 
 
 def run(cwd: Path, *overrides: str, multirun: bool = False) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline", *(["-m"] if multirun else []), *TINY, *overrides], cwd=cwd, env=pipeline_env(),
-        capture_output=True, text=True, timeout=400,
-    )
+    return run_pipeline(cwd, *(["-m"] if multirun else []), *TINY, *overrides, timeout=400)
 
 
 def with_password(url: str) -> str:
@@ -38,7 +35,10 @@ def with_password(url: str) -> str:
         ("postgresql+psycopg://u:pw@db:5432/optuna", "postgresql+psycopg://u:***@db:5432/optuna"),
         ("tracking.uri=http://u:p@ss@host:5000 and more", "tracking.uri=http://u:***@host:5000 and more"),
         ("['search.storage=postgresql://a:b@h/d']", "['search.storage=postgresql://a:***@h/d']"),
-        ("#0 : tracking.uri=http\\://u\\:pw@h\\:5000", "#0 : tracking.uri=http\\://u\\:***@h\\:5000"),  # Hydra's escapes
+        (
+            "#0 : tracking.uri=http\\://u\\:pw@h\\:5000",
+            "#0 : tracking.uri=http\\://u\\:***@h\\:5000",
+        ),  # Hydra's escapes
         ("sqlite:///mlruns/optuna.db http://host:5000 postgresql://u@h/d", None),
     ],
 )
@@ -46,9 +46,13 @@ def test_redact_masks_only_passwords(text, shown):
     assert redact(text) == (shown or text)
 
 
+@pytest.mark.slow
 def test_a_password_in_both_urls_is_written_and_printed_nowhere(tmp_path):
     (tmp_path / "space.yaml").write_text(ONE_EPOCH_SPACE)
-    with postgres_database("pipeline_secret_optuna") as optuna_db, postgres_database("pipeline_secret_mlflow") as mlflow_db:
+    with (
+        postgres_database("pipeline_secret_optuna") as optuna_db,
+        postgres_database("pipeline_secret_mlflow") as mlflow_db,
+    ):
         with mlflow_server(mlflow_db, tmp_path / "artifacts", tmp_path / "server.log") as url:
             storage, tracking = with_password(optuna_db), with_password(url)
             urls = [f"search.storage={storage}", f"tracking.uri={tracking}", f"search.space={tmp_path / 'space.yaml'}"]

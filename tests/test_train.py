@@ -1,4 +1,6 @@
-"""Training arguments, the order of length-grouped batches and the Trainer's adversarial (FGM) step, on the tiny model."""
+"""Training arguments, the order of length-grouped batches and the Trainer's adversarial (FGM) step, on the tiny "
+"model."""
+
 from __future__ import annotations
 
 import gc
@@ -11,11 +13,16 @@ from datasets import Dataset, DatasetDict
 from torch.utils.data import RandomSampler
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
-from pipeline import data, fgm, model, tracking, train, trainer_internals
-from pipeline.batch_order import ShuffledLengthBatches, length_grouped_or_random
-from pipeline.errors import PipelineError
-from pipeline.space import parse_param
 from devtools.commands import TINY
+from pipeline.data.read import label_names
+from pipeline.data.splits import load_splits, tokenize
+from pipeline.errors import PipelineError
+from pipeline.search.space import parse_param
+from pipeline.tracking.callbacks import GPU_PEAK_METRIC, system_metrics
+from pipeline.training import internals, model
+from pipeline.training.args import training_args
+from pipeline.training.sampling import ShuffledLengthBatches, length_grouped_or_random
+from pipeline.training.trainer import build_trainer, nudged_embeddings
 from tests.conftest import compose_config
 
 
@@ -23,19 +30,19 @@ from tests.conftest import compose_config
 def tiny():
     cfg = compose_config(*TINY, "dataset.max_train_samples=32", "dataset.max_eval_samples=16")
     tokenizer = model.load_tokenizer(cfg.model)
-    splits = data.load_splits(cfg.dataset, cfg.seed)
-    tokenized = data.tokenize(splits, tokenizer, cfg.dataset.max_length)
-    return cfg, tokenizer, tokenized, model.make_model_init(cfg.model, data.label_names(splits))
+    splits = load_splits(cfg.dataset, cfg.seed)
+    tokenized = tokenize(splits, tokenizer, cfg.dataset.max_length)
+    return cfg, tokenizer, tokenized, model.make_model_init(cfg.model, label_names(splits))
 
 
 def one_step(tiny, tmp_path, fgm_epsilon: float) -> tuple[float, dict[str, torch.Tensor], int]:
     """Train one step; the loss it reports, the weights after it, and how many forward passes it took."""
     cfg, tokenizer, tokenized, model_init = tiny
     # Plain SGD with no warmup, so the step's weights show its gradients (Adam's first step is only their sign).
-    args = train.training_args(
+    args = training_args(
         cfg.trainer, str(tmp_path), cfg.seed, max_steps=1, warmup_steps=0, optim="sgd", fgm_epsilon=fgm_epsilon
     )
-    trainer = train.build_trainer(args, model_init, tokenized, tokenizer)
+    trainer = build_trainer(args, model_init, tokenized, tokenizer)
     forwards = []
     trainer.model.register_forward_hook(lambda *_: forwards.append(1))
     loss = trainer.train().training_loss
@@ -58,7 +65,7 @@ def test_nudged_embeddings_move_by_epsilon_along_the_gradient_and_come_back(tiny
     net(**batch, labels=torch.tensor([2])).loss.backward()
     weight = net.get_input_embeddings().weight
     before = weight.detach().clone()
-    with fgm.nudged_embeddings(net, 0.5):
+    with nudged_embeddings(net, 0.5):
         step = weight.detach() - before
         assert step.norm().item() == pytest.approx(0.5, rel=1e-4)
         assert torch.nn.functional.cosine_similarity(step.flatten(), weight.grad.flatten(), dim=0) > 0.999
@@ -68,15 +75,15 @@ def test_nudged_embeddings_move_by_epsilon_along_the_gradient_and_come_back(tiny
 def test_nudged_embeddings_without_a_gradient_leave_the_weights_alone(tiny):
     net = tiny[3]()
     before = net.get_input_embeddings().weight.detach().clone()
-    with fgm.nudged_embeddings(net, 1.0):
+    with nudged_embeddings(net, 1.0):
         assert torch.equal(net.get_input_embeddings().weight.detach(), before)
 
 
 def test_fgm_epsilon_is_a_trainer_key_and_a_search_parameter(tmp_path):
     cfg = compose_config(*TINY, "trainer.fgm_epsilon=0.5")
-    assert train.training_args(cfg.trainer, str(tmp_path), cfg.seed).fgm_epsilon == 0.5
+    assert training_args(cfg.trainer, str(tmp_path), cfg.seed).fgm_epsilon == 0.5
     with pytest.raises(PipelineError, match=r"trainer.fgm_epsilon=-1: must be 0 \(off\) or a positive number"):
-        train.training_args({"fgm_epsilon": -1}, str(tmp_path), 0)
+        training_args({"fgm_epsilon": -1}, str(tmp_path), 0)
     param = parse_param("fgm_epsilon", {"type": "categorical", "choices": [0.0, 1.0]}, "sweeps/x.yaml")
     assert param.choices == (0.0, 1.0)
 
@@ -84,11 +91,22 @@ def test_fgm_epsilon_is_a_trainer_key_and_a_search_parameter(tmp_path):
 def padded_lengths(tiny, tmp_path, strategy: str, lengths: list[int], min_batches: int = 1) -> list[int]:
     """The padded length of each training batch of 8, in the order an epoch trains them."""
     cfg, tokenizer, _, model_init = tiny
-    rows = Dataset.from_dict({"input_ids": [[5] * n for n in lengths], "attention_mask": [[1] * n for n in lengths],
-                              "labels": [n % 2 for n in lengths]})
-    args = train.training_args(cfg.trainer, str(tmp_path), cfg.seed, per_device_train_batch_size=8,
-                               train_sampling_strategy=strategy, group_by_length_min_batches=min_batches)
-    trainer = train.build_trainer(args, model_init, DatasetDict(train=rows, validation=rows), tokenizer)
+    rows = Dataset.from_dict(
+        {
+            "input_ids": [[5] * n for n in lengths],
+            "attention_mask": [[1] * n for n in lengths],
+            "labels": [n % 2 for n in lengths],
+        }
+    )
+    args = training_args(
+        cfg.trainer,
+        str(tmp_path),
+        cfg.seed,
+        per_device_train_batch_size=8,
+        train_sampling_strategy=strategy,
+        group_by_length_min_batches=min_batches,
+    )
+    trainer = build_trainer(args, model_init, DatasetDict(train=rows, validation=rows), tokenizer)
     transformers.set_seed(cfg.seed)
     return [batch["input_ids"].shape[1] for batch in trainer.get_train_dataloader()]
 
@@ -144,8 +162,8 @@ def test_each_training_makes_its_model_after_the_last_ones_memory_is_released(ti
         made.append(weakref.ref(model))
         return model
 
-    args = train.training_args(cfg.trainer, str(tmp_path), cfg.seed, max_steps=2)
-    trainer = train.build_trainer(args, tracked_init, tokenized, tokenizer)  # makes one model
+    args = training_args(cfg.trainer, str(tmp_path), cfg.seed, max_steps=2)
+    trainer = build_trainer(args, tracked_init, tokenized, tokenizer)  # makes one model
     for _ in range(2):
         trainer.train()
     assert alive_when_making == [0, 0, 0]
@@ -154,11 +172,11 @@ def test_each_training_makes_its_model_after_the_last_ones_memory_is_released(ti
 
 def test_on_a_gpu_each_training_counts_its_own_peak_memory_and_logs_it(tiny, tmp_path, monkeypatch):
     cfg, tokenizer, tokenized, model_init = tiny
-    trainer = train.build_trainer(train.training_args(cfg.trainer, str(tmp_path), cfg.seed), model_init, tokenized, tokenizer)
+    trainer = build_trainer(training_args(cfg.trainer, str(tmp_path), cfg.seed), model_init, tokenized, tokenizer)
     resets = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: resets.append(device))
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: 300 * 2**20)
-    trainer_internals.release_previous_model(trainer)  # as each training with model_init starts
+    internals.release_previous_model(trainer)  # as each training with model_init starts
     assert resets == [None] and trainer.model is None
-    assert tracking.system_metrics()[tracking.GPU_PEAK_METRIC] == 300  # each epoch's end, in MB
+    assert system_metrics()[GPU_PEAK_METRIC] == 300  # each epoch's end, in MB

@@ -1,5 +1,6 @@
 """What a person sees after a real tiny search: the MLflow UI in headless Chromium, the parent run's
 report artifacts, the terminal progress and summary, and the Optuna storage that optuna-dashboard opens."""
+
 from __future__ import annotations
 
 import csv
@@ -14,11 +15,12 @@ import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from pipeline import progress, report
-from pipeline.tracking import ROLE_TAG
-from tests import mlflow_ui
 from devtools.commands import CLASSES, TINY, run_pipeline
 from devtools.services import free_port
+from pipeline import console
+from pipeline.tracking import report
+from pipeline.tracking.tracker import ROLE_TAG
+from tests import mlflow_ui
 from tests.conftest import default_study, mlflow_client
 
 STUDY = "ag_news-tiny"
@@ -52,6 +54,7 @@ def artifact_files(client: MlflowClient, run_id: str, path: str | None = None) -
     return found
 
 
+@pytest.mark.slow
 def test_mlflow_ui_lists_the_runs_and_compares_trials_per_epoch(searched):
     cwd, _, _, parent, trials = searched
     shots = cwd / "shots"
@@ -87,6 +90,7 @@ def test_mlflow_ui_lists_the_runs_and_compares_trials_per_epoch(searched):
     assert (shots / "compare.png").stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_parent_run_holds_plots_trials_table_best_params_and_confusion_matrix(searched):
     cwd, _, client, parent, trials = searched
     files = artifact_files(client, parent.info.run_id)
@@ -96,7 +100,12 @@ def test_parent_run_holds_plots_trials_table_best_params_and_confusion_matrix(se
 
     local = Path(client.download_artifacts(parent.info.run_id, "", str(cwd / "downloaded")))
     parallel = (local / "plots" / "parallel_coordinate.html").read_text()
-    for axis in ("eval_accuracy", "learning_rate", "num_train_epochs", "per_device_train_"):  # optuna shortens long names
+    for axis in (
+        "eval_accuracy",
+        "learning_rate",
+        "num_train_epochs",
+        "per_device_train_",
+    ):  # optuna shortens long names
         assert axis in parallel
     assert (local / report.CONFUSION_MATRIX).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -115,6 +124,7 @@ def test_parent_run_holds_plots_trials_table_best_params_and_confusion_matrix(se
     assert {"test_accuracy", "test_f1_macro", "best_eval_accuracy"} <= set(parent.data.metrics)
 
 
+@pytest.mark.slow
 def test_terminal_shows_a_line_per_trial_and_a_summary(searched):
     cwd, done, _, parent, _ = searched
     lines = [line for line in done.stdout.splitlines() if re.search(r"trial \d/3 \(#\d\)", line)]
@@ -124,9 +134,15 @@ def test_terminal_shows_a_line_per_trial_and_a_summary(searched):
         assert re.search(r"eval_accuracy by epoch: [0-9.]+ [0-9.]+", line)  # 2 or 3 epochs each
         assert re.search(r"\| (complete|pruned) in \d+:\d\d \| elapsed \d+:\d\d, ~\d+:\d\d left", line)
     assert "~0:00 left" in lines[-1]
-    summary = done.stdout[done.stdout.index("pipeline summary"):]
-    for expected in ("3 trials", "validation accuracy", "test accuracy", "models:/ag_news/1",
-                     "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db", "optuna-dashboard sqlite:///mlruns/optuna.db"):
+    summary = done.stdout[done.stdout.index("pipeline summary") :]
+    for expected in (
+        "3 trials",
+        "validation accuracy",
+        "test accuracy",
+        "models:/ag_news/1",
+        "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db",
+        "optuna-dashboard sqlite:///mlruns/optuna.db",
+    ):
         assert expected in summary
     # Library noise once per run, not once per trial.
     assert done.stderr.count("'pin_memory' argument is set as true") <= 1
@@ -137,6 +153,7 @@ def test_terminal_shows_a_line_per_trial_and_a_summary(searched):
     assert "trial 0 epoch 1/" in done.stderr and "trial 2 epoch 2/" in done.stderr  # the bar names what it trains
 
 
+@pytest.mark.slow
 def test_optuna_dashboard_opens_the_study_storage(searched):
     cwd, done = searched[0], searched[1]
     storage = re.search(r"optuna-dashboard (\S+)", done.stdout).group(1)
@@ -155,25 +172,31 @@ def test_optuna_dashboard_opens_the_study_storage(searched):
 
 def test_time_left_counts_trials_or_the_timeout_whichever_ends_first():
     # 2 of 10 trials in 60 s: 8 more at 30 s each.
-    assert progress.time_left(60, 2, 10, None) == 240
+    assert console.time_left(60, 2, 10, None) == 240
     # search.timeout=100: no trial starts after 100 s, and one may start just before it.
-    assert progress.time_left(60, 2, 10, 100) == 40 + 30
-    assert progress.time_left(120, 2, 10, 100) == 0  # past the timeout no trial starts
-    assert progress.time_left(60, 10, 10, 100) == 0  # all trials done
+    assert console.time_left(60, 2, 10, 100) == 40 + 30
+    assert console.time_left(120, 2, 10, 100) == 0  # past the timeout no trial starts
+    assert console.time_left(60, 10, 10, 100) == 0  # all trials done
 
 
 def test_a_retrained_best_trial_shows_its_searched_params_once_on_rank_0(caplog):
     from transformers import TrainerState, TrainingArguments
 
-    args = TrainingArguments("/tmp/unused", per_device_train_batch_size=8, num_train_epochs=2, learning_rate=3e-5,
-                             weight_decay=0.1, report_to=[])
-    line = progress.TrainingProgress(["learning_rate", "weight_decay"])
+    args = TrainingArguments(
+        "/tmp/unused",
+        per_device_train_batch_size=8,
+        num_train_epochs=2,
+        learning_rate=3e-5,
+        weight_decay=0.1,
+        report_to=[],
+    )
+    line = console.TrainingProgress(["learning_rate", "weight_decay"])
     for rank_zero in (True, False):
         state = TrainerState(is_world_process_zero=rank_zero)
         line.on_train_begin(args, state, None)
         for accuracy in (0.5, 0.75):
             line.on_evaluate(args, state, None, metrics={"eval_accuracy": accuracy})
-        with caplog.at_level("INFO", logger="pipeline.progress"):
+        with caplog.at_level("INFO", logger="pipeline.console"):
             line.on_train_end(args, state, None)
     (record,) = caplog.records  # the other rank says nothing
     assert record.getMessage().startswith(

@@ -1,0 +1,210 @@
+"""The Optuna study: opened and checked (direction, space, data), its sampler and pruner, its best trial,
+what many workers on one study need (per-trial sampler seeds, the shared-SQLite warning, worker names), and
+the search itself: `search.n_trials` more trials through `Trainer.hyperparameter_search`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import optuna
+from optuna.exceptions import ExperimentalWarning
+from optuna.samplers import BaseSampler
+from optuna.trial import TrialState
+
+from pipeline.data.fingerprint import is_content_fingerprint
+from pipeline.errors import PipelineError
+from pipeline.schema import Pruner, Sampler, SearchConfig
+from pipeline.search import internals
+from pipeline.search.space import Param, hp_space
+from pipeline.training.trainer import PipelineTrainer, objective
+
+log = logging.getLogger(__name__)
+DIRECTION = "maximize"  # validation accuracy
+
+
+def open_study(
+    cfg: SearchConfig,
+    space: list[Param],
+    rdb: optuna.storages.BaseStorage,
+    start: dict[str, Any] | None = None,
+    data_fingerprint: str | None = None,
+) -> optuna.Study:
+    """Create the study (its first trial: the configured `start` values), or load it and check it was made
+    for this space, direction and data (data/fingerprint.py's fingerprint of the splits; None: neither checked nor
+    recorded)."""
+    study = optuna.create_study(study_name=cfg.study_name, storage=rdb, direction=DIRECTION, load_if_exists=True)
+    if study.direction != optuna.study.StudyDirection.MAXIMIZE:  # before marking it as ours below
+        raise PipelineError(f"search.study_name={cfg.study_name} minimises; this pipeline maximises accuracy")
+    fingerprint = json.dumps([asdict(p) for p in space], sort_keys=True)
+    stored = study.user_attrs.get("search_space")
+    if stored is None:
+        study.set_user_attr("search_space", fingerprint)
+        if start:
+            study.enqueue_trial({p.name: start[p.name] for p in space if p.name in start}, skip_if_exists=True)
+    elif stored != fingerprint:
+        raise PipelineError(
+            f"search.study_name={cfg.study_name} was created with a different search space than "
+            f"search.space={cfg.space}; use a new search.study_name"
+        )
+    if data_fingerprint is not None:
+        _check_data(study, data_fingerprint)
+    return study
+
+
+def _check_data(study: optuna.Study, data_fingerprint: str) -> None:
+    """Record the study's data fingerprint, or refuse a run on other rows: its trials would not compare."""
+    stored = study.user_attrs.get("data")
+    # A new study, one from before studies recorded their data, or one recorded under the older,
+    # path-dependent fingerprint (which cannot be recomputed): this run's content fingerprint is recorded.
+    if stored is None or not is_content_fingerprint(stored):
+        study.set_user_attr("data", data_fingerprint)
+    elif stored != data_fingerprint:
+        raise PipelineError(
+            f"search.study_name={study.study_name} was created on other data (its train, validation or test rows "
+            "differ from this run's: other files, dataset.* or seed); use a new search.study_name, or "
+            "dataset.name=NAME "
+            "for a new experiment"
+        )
+
+
+def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    if cfg.sampler == Sampler.random:
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials, constant_liar=True)
+
+
+def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
+    if cfg.pruner == Pruner.median:
+        return optuna.pruners.MedianPruner(n_startup_trials=cfg.n_startup_trials)
+    if cfg.pruner == Pruner.hyperband:
+        return optuna.pruners.HyperbandPruner(min_resource=1)
+    return optuna.pruners.NopPruner()
+
+
+def trial_name(trial: optuna.Trial | optuna.trial.FrozenTrial | int) -> str:
+    """`trial-N`: a trial's MLflow run, and its directories of kept weights and saved states."""
+    return f"trial-{trial if isinstance(trial, int) else trial.number}"
+
+
+def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+    complete = study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])
+    if not complete:
+        failed = study.get_trials(deepcopy=False, states=[TrialState.FAIL])
+        errors = sorted({t.user_attrs.get("error", "no error recorded") for t in failed})
+        said = f"; {len(failed)} failed: " + " | ".join(e.splitlines()[0][:200] for e in errors[:3]) if failed else ""
+        raise PipelineError(
+            f"search.study_name={study.study_name} has no completed trial yet{said}; fix the cause and run the "
+            "same command again (each trial's error is in MLflow, tag pipeline.error)"
+        )
+    return max(complete, key=lambda t: (t.value, -t.number))
+
+
+def fail_stale_trials(study: optuna.Study) -> None:
+    """FAIL (and queue one retry of) RUNNING trials whose worker stopped heartbeating more than
+    search.grace_period ago: a SIGKILL or a lost machine. Optuna does this before each new trial;
+    doing it when a run starts repairs a killed run even if this run starts no trial."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+def worker_name() -> str:
+    """Which process ran a trial: kept on the trial and its MLflow run, to trace a worker that died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def warn_on_shared_sqlite(cfg: SearchConfig, study: optuna.Study) -> bool:
+    """Warn when another worker is running trials of a study kept in SQLite, which locks under
+    concurrent writers. Call after heartbeats failed the trials of dead workers."""
+    if not cfg.storage.startswith("sqlite"):
+        return False
+    if not study.get_trials(deepcopy=False, states=[TrialState.RUNNING]):
+        return False
+    log.warning(
+        "search.storage=%s: another worker is running trials of study %s; SQLite locks under concurrent "
+        "writers: share a study through PostgreSQL (search.storage=postgresql+psycopg://HOST/DB, "
+        "pip install -e '.[postgres]') or Optuna's journal storage",
+        cfg.storage,
+        study.study_name,
+    )
+    return True
+
+
+class TrialSeededSampler(BaseSampler):
+    """A sampler built afresh for each trial with seed + trial number.
+
+    Trial numbers come from the shared storage and never collide, so workers that start together draw
+    different values, while one worker replaying a study draws the same ones."""
+
+    def __init__(self, make: Callable[[int], BaseSampler], seed: int) -> None:
+        self._make, self._seed = make, seed
+        self._sampler = make(seed)
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self._sampler = self._make(self._seed + trial.number)
+        self._sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._sampler.reseed_rng()
+
+
+def optimize(trainer: PipelineTrainer, cfg: SearchConfig, space: list[Param], study: optuna.Study, seed: int) -> None:
+    """Run `search.n_trials` more trials of the study (fewer if `search.timeout` runs out)."""
+    try:
+        _search(trainer, cfg, space, study, seed)
+    except ValueError:
+        # transformers reads study.best_trial at the end, which Optuna refuses while no trial has completed
+        # ("Record does not exist"); best_trial() says so in one line, with the trials' errors.
+        if study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+            raise
+
+
+def _search(trainer: PipelineTrainer, cfg: SearchConfig, space: list[Param], study: optuna.Study, seed: int) -> None:
+    trainer.hyperparameter_search(
+        hp_space=hp_space(space),
+        compute_objective=objective,
+        n_trials=cfg.n_trials,
+        timeout=cfg.timeout,
+        direction=DIRECTION,
+        backend="optuna",
+        hp_name=trial_name,
+        # The rest goes to optuna.create_study / study.optimize.
+        study_name=study.study_name,
+        storage=internals.storage_of(study),
+        load_if_exists=True,
+        # Seeded per trial number: concurrent workers draw apart, a resumed study does not replay its first draws.
+        sampler=TrialSeededSampler(lambda trial_seed: make_sampler(cfg, trial_seed), seed),
+        pruner=make_pruner(cfg),
+        catch=(Exception,),  # a crashing trial is recorded FAIL; the study goes on
+    )
+
+
+def follow(trainer: PipelineTrainer, cfg: SearchConfig, space: list[Param]) -> None:
+    """A torchrun rank other than 0: transformers hands it each trial rank 0 samples (as a FixedTrial)."""
+    trainer.hyperparameter_search(
+        hp_space=hp_space(space),
+        compute_objective=objective,
+        n_trials=cfg.n_trials,
+        direction=DIRECTION,
+        backend="optuna",
+        hp_name=trial_name,
+    )

@@ -1,0 +1,173 @@
+"""The model registry: a scored model logged and registered with its provenance, the champion rule, and
+the checks that keep versions comparable (same data) and a rerun from registering twice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import version
+
+import mlflow
+from mlflow.entities import LoggedModel, LoggedModelStatus
+from mlflow.models import infer_signature
+
+from pipeline.data.fingerprint import is_content_fingerprint
+from pipeline.errors import PipelineError
+from pipeline.runtime import interrupts
+from pipeline.schema import RegistryConfig
+from pipeline.tracking.internals import duplicate_key
+from pipeline.tracking.tracker import Tracker
+from pipeline.training.metrics import F1_METRIC, TEST_METRIC
+from pipeline.training.trainer import PipelineTrainer
+
+PER_CLASS_TAGS = ("test_precision_", "test_recall_", "test_f1_")  # also on each version, as tags
+# On a version registered from a search: its best trial's MLflow run, unique even if the study is recreated.
+TRIAL_RUN_TAG = "pipeline.trial_run_id"
+# On every version: the fingerprint of the splits it was trained and scored on (data.fingerprint).
+DATA_TAG = "pipeline.data"
+RUN_ID_TAG = "run_id"  # on every version: the MLflow run it was logged to
+MODEL_URI_TAG = "pipeline.model_uri"  # on that run: the version it registered
+# Explicit requirements: left to infer them, mlflow.transformers imports torchvision (absent here). MLflow's
+# own version from the module: an install of mlflow-skinny has no `mlflow` distribution to ask.
+PIP_REQUIREMENTS = [f"{pkg}=={version(pkg)}" for pkg in ("torch", "transformers", "tokenizers")]
+PIP_REQUIREMENTS.append(f"mlflow=={mlflow.__version__}")
+
+
+@dataclass
+class FinalModel:
+    metrics: dict[str, float]
+    model_uri: str  # models:/NAME/VERSION
+    version: str
+    champion: str  # the version that holds the alias afterwards
+    validation: float | None = None  # the best trial's validation accuracy (None from mode=train)
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.metrics[TEST_METRIC]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a version comes from."""
+
+    run_id: str  # the MLflow run it is logged to
+    data_fingerprint: str  # data.fingerprint of the splits it was trained and scored on
+    trial_run_id: str | None = None  # from a search: its best trial's MLflow run
+
+
+def register(
+    trainer: PipelineTrainer, metrics: dict[str, float], tracker: Tracker, cfg: RegistryConfig, source: Source
+) -> FinalModel:
+    """Log the trained model to `source.run_id` as an MLflow model, register it and apply the champion rule."""
+    run_id, trial_run_id, name = source.run_id, source.trial_run_id, cfg.name
+    tracker.log_metrics(run_id, metrics)
+    # An earlier final step of this trial may have logged it, and been killed before registering it.
+    logged = logged_before(tracker, run_id, trial_run_id)
+    logged_uri = f"models:/{logged.model_id}" if logged else log_model(trainer, run_id, trial_run_id)
+    with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
+        tags = {
+            TEST_METRIC: str(metrics[TEST_METRIC]),
+            F1_METRIC: str(metrics[F1_METRIC]),
+            DATA_TAG: source.data_fingerprint,
+        }
+        tags |= {k: str(v) for k, v in metrics.items() if k.startswith(PER_CLASS_TAGS)}
+        if trial_run_id:
+            tags[TRIAL_RUN_TAG] = trial_run_id
+        registered = mlflow.register_model(logged_uri, name, tags=tags)
+        tracker.client.set_model_version_tag(name, registered.version, RUN_ID_TAG, run_id)
+        champion = promote(tracker, name, cfg.alias)
+    model_uri = f"models:/{name}/{registered.version}"
+    tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
+    return FinalModel(metrics, model_uri, registered.version, champion)
+
+
+def log_model(trainer: PipelineTrainer, run_id: str, trial_run_id: str | None) -> str:
+    """Log the model and its tokenizer to `run_id` as an MLflow transformers model; its URI."""
+    signature = infer_signature(["some text"], [{"label": "a label", "score": 0.5}])
+    with mlflow.start_run(run_id=run_id, nested=True):
+        return mlflow.transformers.log_model(
+            transformers_model={"model": trainer.model, "tokenizer": trainer.processing_class},
+            name="model",
+            task="text-classification",
+            signature=signature,
+            pip_requirements=PIP_REQUIREMENTS,
+            tags={TRIAL_RUN_TAG: trial_run_id} if trial_run_id else None,
+        ).model_uri
+
+
+def logged_before(tracker: Tracker, run_id: str, trial_run_id: str | None) -> LoggedModel | None:
+    """A whole model (READY) that an earlier final step of the same best trial logged to `run_id` and did
+    not register: registering it, instead of logging another copy, leaves no orphan behind."""
+    if not trial_run_id:
+        return None
+    found = tracker.client.search_logged_models(
+        [tracker.experiment_id], f"source_run_id = '{run_id}' AND tags.`{TRIAL_RUN_TAG}` = '{trial_run_id}'"
+    )
+    registered = {v.model_id for v in tracker.client.search_model_versions(f"run_id = '{run_id}'")}
+    ready = [m for m in found if m.status == LoggedModelStatus.READY and m.model_id not in registered]
+    return min(ready, key=lambda m: m.creation_timestamp) if ready else None
+
+
+def check_data(tracker: Tracker, name: str, data_fingerprint: str) -> None:
+    """Refuse to add to a registered model whose versions were scored on other data: the champion rule
+    ranks versions by test accuracy, which compares only on the same test rows. (Versions untagged, or
+    tagged with the older path-dependent fingerprint, cannot tell, and are taken as they are.)"""
+    versions = tracker.client.search_model_versions(f"name = '{name}'")
+    tagged = [v for v in versions if is_content_fingerprint(v.tags.get(DATA_TAG, ""))]
+    other = [v for v in tagged if v.tags[DATA_TAG] != data_fingerprint]
+    if other:
+        first = min(other, key=lambda v: int(v.version))
+        raise PipelineError(
+            f"registry.name={name}: version {first.version} was trained and scored on other data (train, "
+            "validation or test rows differ from this run's); use a new registry.name, or dataset.name=NAME "
+            "for a new experiment"
+        )
+
+
+def registered_from(tracker: Tracker, cfg: RegistryConfig, trial_run_id: str | None, run_id: str) -> FinalModel | None:
+    """The version an earlier run registered from the same best trial, if any: a rerun whose best trial
+    did not change would only score the same weights again and store another copy of them. The version's
+    tags and the run's `pipeline.model_uri` are completed if a killed final step left them out."""
+    if not trial_run_id:
+        return None
+    name = cfg.name
+    versions = tracker.client.search_model_versions(f"name = '{name}'")
+    found = [v for v in versions if v.tags.get(TRIAL_RUN_TAG) == trial_run_id and TEST_METRIC in v.tags]
+    if not found:
+        return None
+    version = min(found, key=lambda v: int(v.version))
+    metrics = {key: float(version.tags[key]) for key in (TEST_METRIC, F1_METRIC)}  # tagged together
+    model_uri = f"models:/{name}/{version.version}"
+    # What a final step killed after registering left unwritten.
+    if RUN_ID_TAG not in version.tags:
+        tracker.client.set_model_version_tag(name, version.version, RUN_ID_TAG, version.run_id or run_id)
+    tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
+    return FinalModel(metrics, model_uri, version.version, promote(tracker, name, cfg.alias))
+
+
+def promote(tracker: Tracker, name: str, alias: str) -> str:
+    """Point `alias` at the version with the best test accuracy (ties keep the holder, then the oldest).
+
+    Equivalent to "move only when the new version beats the champion", and safe when two finalize
+    commands race: each re-reads after writing (or failing to) until what it reads is consistent."""
+    client = tracker.client
+    for _ in range(20):
+        versions = [v for v in client.search_model_versions(f"name = '{name}'") if TEST_METRIC in v.tags]
+        holder = _alias_holder(tracker, name, alias)
+        best = max(versions, key=lambda v: (float(v.tags[TEST_METRIC]), v.version == holder, -int(v.version)))
+        if best.version == holder:
+            return holder
+        try:
+            client.set_registered_model_alias(name, alias, best.version)
+        except mlflow.exceptions.MlflowException as err:
+            # MLflow's store reads then inserts: when another finalize created the alias in between, this
+            # insert is a duplicate key. Read again; the next round decides as if it had come first.
+            if not duplicate_key(err):
+                raise
+    raise RuntimeError(f"registry: alias {alias!r} of {name!r} did not settle")
+
+
+def _alias_holder(tracker: Tracker, name: str, alias: str) -> str | None:
+    try:
+        return tracker.client.get_model_version_by_alias(name, alias).version
+    except mlflow.exceptions.MlflowException:
+        return None
