@@ -1,5 +1,6 @@
 """Entry point: `python -m pipeline +experiment=ag_news [key=value ...]` (Hydra; `-m` for multirun)."""
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -29,7 +30,16 @@ def main(cfg: DictConfig):
         return run(cfg)
     except PipelineError as err:
         print(f"error: {err}", file=sys.stderr)
+        _to_log_file(f"error: {err}")
         sys.exit(startup.EXIT_BAD_INPUT)
+
+
+def _to_log_file(line: str) -> None:
+    """The error in the run's own log too (Hydra's file handler), so its directory says why it stopped."""
+    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, line, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _hydra_files() -> list[Path]:
@@ -55,6 +65,8 @@ def cli() -> None:
             if full_error:
                 raise
             raise PipelineError(one_line(err)) from None
+        except schema.StoppedByCheck as stopped:
+            raise stopped.args[0] from None
 
     sys.exit(startup.exit_code(composed_and_run, "run the same command again to continue the study"))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from transformers import (
     PreTrainedModel,
 )
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, did_you_mean
 from pipeline.runtime import sqlite
 from pipeline.schema import TrackingConfig
 from pipeline.training import precision
@@ -84,11 +85,14 @@ def device_for(choice: str, quantize: bool = False) -> torch.device:
     return torch.device(choice)
 
 
-def load(uri: str, tracking_uri: str, quantize: bool = False, device: str = "auto") -> Classifier:
+def load(
+    uri: str, tracking_uri: str, quantize: bool = False, device: str = "auto", precision_choice: str = "auto"
+) -> Classifier:
     """The model at `uri`: a directory `save_pretrained` wrote, or an MLflow model URI in `tracking_uri`, on
-    `device` (auto, cpu or cuda: `device_for`) in bf16 where that device has it; `quantize`: its Linear layers
-    in int8 (dynamic quantization, on the CPU)."""
+    `device` (auto, cpu or cuda: `device_for`), in `precision_choice` (auto: bf16 where that device has it, fp32 or
+    bf16); `quantize`: its Linear layers in int8 (dynamic quantization, on the CPU)."""
     target = device_for(device, quantize)
+    dtype = _dtype(precision_choice, target)
     precision.attention_without_cudnn()  # texts batched by length: a new length nearly every batch
     if Path(uri).is_dir():
         model, tokenizer = AutoModelForSequenceClassification.from_pretrained(uri), AutoTokenizer.from_pretrained(uri)
@@ -99,8 +103,19 @@ def load(uri: str, tracking_uri: str, quantize: bool = False, device: str = "aut
             f"{uri}: neither a model directory nor a models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI"
         )
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    model = quantized(model) if quantize else model.to(target, precision.inference_dtype(target))
+    model = quantized(model) if quantize else model.to(target, dtype)
     return Classifier(model, tokenizer, labels, quantize)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _dtype(choice: str, device: torch.device) -> torch.dtype:
+    if choice not in PRECISIONS:
+        raise PipelineError(f"--precision={choice}: choose one of {', '.join(PRECISIONS)}")
+    if choice == "auto":
+        return precision.inference_dtype(device)
+    return torch.bfloat16 if choice == "bf16" else torch.float32
 
 
 def quantized(model: PreTrainedModel) -> PreTrainedModel:
@@ -121,8 +136,26 @@ def _from_mlflow(uri: str, tracking_uri: str):
     except Exception as err:  # no such model, version or alias; an unreachable server
         raise PipelineError(
             f"cannot load {uri} from --tracking-uri={tracking_uri}: {str(err).splitlines()[0]}"
+            f"{_registered_names(uri, tracking_uri)}"
         ) from None
     return components["model"], components["tokenizer"]
+
+
+def _registered_names(uri: str, tracking_uri: str) -> str:
+    """For a models:/ URI whose name is not registered: the names that are (a quick try registers
+    `NAME-train400`, the full data `NAME`), the closest first."""
+    if not uri.startswith("models:/"):
+        return ""
+    name = re.split(r"[@/]", uri.removeprefix("models:/"), maxsplit=1)[0]
+    from mlflow.tracking import MlflowClient
+
+    try:
+        names = sorted(m.name for m in MlflowClient(tracking_uri).search_registered_models())
+    except Exception:  # the store itself failed: its error above says so
+        return ""
+    if name in names:
+        return ""
+    return f"; registered models here: {', '.join(names) or 'none'}{did_you_mean(name, names)}"
 
 
 def check_store(tracking_uri: str) -> None:
@@ -147,6 +180,15 @@ def add_options(parser: argparse.ArgumentParser) -> None:
         help=(
             "where the model runs: auto (a CUDA GPU where torch sees one, else the CPU), cpu or cuda; "
             "bf16 where the device has it (default: %(default)s)"
+        ),
+    )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        help=(
+            "the weights' precision: auto (bf16 where the device computes it natively: a CUDA GPU with bf16, a CPU "
+            "with AVX512-BF16 or AMX; else fp32), fp32 (scores to full precision) or bf16 (faster where native; "
+            "scores keep about 3 significant digits, so close ones tie) (default: %(default)s)"
         ),
     )
     parser.add_argument(
@@ -176,4 +218,4 @@ def text_columns(args: argparse.Namespace) -> list[str]:
 
 def from_options(args: argparse.Namespace) -> Classifier:
     """The model at the command's URI, loaded as its options say."""
-    return load(args.uri, args.tracking_uri, args.quantize, args.device)
+    return load(args.uri, args.tracking_uri, args.quantize, args.device, args.precision)

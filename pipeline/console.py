@@ -4,20 +4,24 @@ summary table at the end."""
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import datasets
 import optuna
 import transformers
+from omegaconf import DictConfig
 from optuna.trial import TrialState
 from rich.console import Console
 from rich.table import Table
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
+from pipeline.schema import TrackingConfig
 from pipeline.search.internals import OPTIMIZE_LOGGER
 from pipeline.search.resume import ResumableTrials
 from pipeline.training.internals import current_trial, training_done
@@ -38,6 +42,8 @@ def quiet() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # "Loading weights" and "Writing model shards" at every trial, save and load (the Trainer's own bars stay).
     transformers.utils.logging.disable_progress_bar()
+    if not on_a_terminal():  # datasets' reading and tokenizing bars, a line per redraw in a log
+        datasets.disable_progress_bars()
     # The heartbeat and its retry of dead workers' trials are Optuna "experimental" features, used on purpose.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):  # "Creating initial MLflow database tables"
@@ -82,28 +88,61 @@ def _once(show: Callable) -> Callable:
     return show_once
 
 
-class BarsOnly(ProgressCallback):
-    """The Trainer's progress bars, named for the trial and epoch in training, without the dict of losses
-    it prints at every logging step (they go to MLflow; TrialProgress and TrainingProgress sum a training up
-    in one line)."""
+def on_a_terminal() -> bool:
+    """Whether progress bars can redraw in place: stderr (where tqdm draws) is a terminal, not CI, `nohup` or a
+    log file, where each redraw would be one more line."""
+    return sys.stderr.isatty()
 
-    def __init__(self, trainer) -> None:
+
+class BarsOnly(ProgressCallback):
+    """The Trainer's progress bars, named for the trial and epoch in training (`label`: the trial's name), without
+    the dict of losses it prints at every logging step (they go to MLflow; TrialProgress and TrainingProgress sum
+    a training up in one line)."""
+
+    def __init__(self, trainer, label: Callable[[optuna.Trial], str]) -> None:
         super().__init__()
-        self.trainer = trainer
+        self.trainer, self.label = trainer, label
 
     def on_epoch_begin(self, args, state, control, **kwargs: Any) -> None:
         trial = current_trial(self.trainer)
         if self.training_bar is not None and isinstance(trial, optuna.Trial):
             epoch = int(state.epoch or 0) + 1
-            self.training_bar.set_description(f"trial {trial.number} epoch {epoch}/{round(args.num_train_epochs)}")
+            self.training_bar.set_description(f"{self.label(trial)} epoch {epoch}/{round(args.num_train_epochs)}")
 
     def on_log(self, args, state, control, logs=None, **kwargs: Any) -> None:
         return None
 
 
-def use_bars_only(trainer) -> None:
+class EpochLines(TrainerCallback):
+    """Off a terminal: one plain line per epoch (`trial 1/3 (#0) epoch 2/3: eval_accuracy 0.8125 in 0:04`)
+    where a bar would redraw hundreds of times."""
+
+    def __init__(self, trainer, label: Callable[[optuna.Trial], str]) -> None:
+        self.trainer, self.label, self.started = trainer, label, time.monotonic()
+
+    def on_epoch_begin(self, args, state, control, **kwargs: Any) -> None:
+        self.started = time.monotonic()
+
+    def on_evaluate(self, args, state, control, metrics: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if not state.is_world_process_zero or not metrics or OBJECTIVE not in metrics:
+            return
+        trial = current_trial(self.trainer)
+        name = f"{self.label(trial)} " if isinstance(trial, optuna.Trial) else ""
+        log.info(
+            "%sepoch %d/%d: %s %.4f in %s",
+            name,
+            round(state.epoch or 0),
+            round(args.num_train_epochs),
+            OBJECTIVE,
+            metrics[OBJECTIVE],
+            _clock(time.monotonic() - self.started),
+        )
+
+
+def use_bars_only(trainer, label: Callable[[optuna.Trial], str] = lambda trial: f"trial #{trial.number}") -> None:
+    """The Trainer's bars as BarsOnly on a terminal, else EpochLines."""
     if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(BarsOnly(trainer))
+        trainer.add_callback(BarsOnly(trainer, label) if on_a_terminal() else EpochLines(trainer, label))
 
 
 def params_text(params: dict[str, Any]) -> str:
@@ -181,6 +220,11 @@ class TrialProgress(EpochAccuracies):
         outcome = "complete" if training_done(state) else "pruned"
         log.info("%s", self.line(trial.number, trial.params, outcome))
 
+    def label(self, trial: optuna.Trial) -> str:
+        """The trial in training, as its bar and its line name it: `trial 2/3 (#5)` (the 2nd of this run's 3,
+        the study's trial number 5)."""
+        return f"trial {self.done + 1}/{self.n_trials} (#{trial.number})"
+
     def line(self, number: int, params: dict[str, Any], outcome: str) -> str:
         now = time.monotonic()
         elapsed = now - self.started
@@ -209,6 +253,9 @@ def _clock(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"
 
 
+UNFOLDED = 4096  # columns: wide enough for any row; the table is as wide as its widest row
+
+
 @dataclass
 class Summary:
     """What the summary table shows; `study` is None for a single training run."""
@@ -220,6 +267,7 @@ class Summary:
     tracking_uri: str
     storage: str | None = None
     best: optuna.trial.FrozenTrial | None = None
+    next_steps: list[str] = field(default_factory=list)  # `next_commands`'s, printed last
 
 
 def summary_table(s: Summary) -> Table:
@@ -249,8 +297,35 @@ def commands(s: Summary) -> list[str]:
     return lines
 
 
+def next_commands(cfg: DictConfig, model_uri: str, version: str, champion: str) -> list[str]:
+    """What to do with the model, ready to copy: classify a file, score labelled rows, serve it over HTTP. The
+    URI is the alias while this version holds it; the files and columns are the run's own where it has them."""
+    name = model_uri.removeprefix("models:/").rsplit("/", 1)[0]
+    uri = f"models:/{name}@{cfg.registry.alias}" if version == champion else model_uri
+    options = []
+    if list(cfg.dataset.text_columns) != ["text"]:
+        options.append(f"--text-columns {','.join(cfg.dataset.text_columns)}")
+    if cfg.tracking.uri != TrackingConfig.uri:
+        options.append(f"--tracking-uri {cfg.tracking.uri}")
+    extra = "".join(f" {o}" for o in options)
+    rows = cfg.dataset.test_file or cfg.dataset.train_file or "FILE.csv"
+    labelled = cfg.dataset.test_file or "LABELLED.csv"
+    return [
+        f"python -m pipeline.predict {uri} --input {rows} --output predictions.csv{extra}",
+        f"python -m pipeline.evaluate {uri} {labelled} --label-column {cfg.dataset.label_column}{extra}",
+        f"MLFLOW_TRACKING_URI={cfg.tracking.uri} mlflow models serve -m {uri} --env-manager local --port 5001",
+    ]
+
+
 def print_summary(s: Summary) -> None:
+    """The table, then the commands to look at the results and to use the model, one unwrapped line each."""
     console = Console()
+    if not console.is_terminal:  # a log or a pipe: the table as wide as it needs, not folded at 80 columns
+        console = Console(width=UNFOLDED)
     console.print(summary_table(s))
     for line in commands(s):
         console.print(line, soft_wrap=True, highlight=False)
+    if s.next_steps:
+        console.print("Use the model:", highlight=False)
+        for line in s.next_steps:
+            console.print(f"  {line}", soft_wrap=True, highlight=False)

@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> None:
     classifier.check_options(args)
     if bool(args.texts) == bool(args.input):
         raise PipelineError("give texts on the command line or --input FILE (one of the two)")
+    files.check_output(args.output)
     rows = files.read_rows(args.input) if args.input else None  # a bad file fails before the model loads
     columns = classifier.text_columns(args)
     texts = files.texts_of(rows, columns, f"--input={args.input}") if rows is not None else args.texts

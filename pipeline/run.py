@@ -38,7 +38,10 @@ def run_train(prep: Prepared) -> FinalModel | None:
         provenance.record(tracker, run_id, prep.cfg, prep.split_digests)
         final = finalize.train_and_register(prep, BestTrial(), run_id)
     if final is not None:
-        console.print_summary(console.Summary(None, final.metrics, final.model_uri, final.champion, tracker.uri))
+        steps = console.next_commands(prep.cfg, final.model_uri, final.version, final.champion)
+        console.print_summary(
+            console.Summary(None, final.metrics, final.model_uri, final.champion, tracker.uri, next_steps=steps)
+        )
     return final
 
 
@@ -100,8 +103,9 @@ def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> N
     inputs = provenance.dataset_inputs(cfg, prep.split_digests, ("train", "validation"))  # never test, in a trial
     trainer.add_callback(TrialRuns(prep.tracker, parent, trainer, fixed, inputs, resumer))
     trainer.add_callback(checkpoints.KeepBestTrial(trainer, trials, cfg.search.checkpoint_dir))
-    trainer.add_callback(console.TrialProgress(trainer, cfg.search.n_trials, cfg.search.timeout, resumer))
-    console.use_bars_only(trainer)
+    progress = console.TrialProgress(trainer, cfg.search.n_trials, cfg.search.timeout, resumer)
+    trainer.add_callback(progress)
+    console.use_bars_only(trainer, progress.label)
     lost = None
     try:
         study.optimize(trainer, cfg.search, prep.space, trials, cfg.seed)
@@ -142,5 +146,6 @@ def print_summary(prep: Prepared, trials: optuna.Study | None, final: FinalModel
         prep.tracker.uri,
         prep.cfg.search.storage,
         study.best_trial(trials),
+        console.next_commands(prep.cfg, final.model_uri, final.version, final.champion),
     )
     console.print_summary(summary)

@@ -4,16 +4,21 @@ compares them). Then the checks the types cannot express, made before anything i
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import dataclasses
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
+from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pipeline.errors import PipelineError
+from pipeline.runtime import sqlite, writable
 
 
 def key(default: Any = MISSING, help: str = "", shown: str | None = None, factory: Any = None) -> Any:
@@ -54,6 +59,11 @@ class DatasetConfig:
     test_file: Optional[str] = key(None, "CSV / JSON / Parquet; null: a stratified test split is carved from train")
     text_columns: list[str] = key(help="joined with a space", factory=lambda: ["text"])
     label_column: str = key("label", "ints or strings; label names are inferred and stored as id2label")
+    encoding: str = key(
+        "utf-8",
+        "the text encoding of CSV and JSON files: any Python codec (`latin-1`, `cp1252`, `utf-16`, ...), or `auto`: "
+        "UTF-8 where the whole file decodes as UTF-8, else cp1252, else latin-1 (the run's log says which)",
+    )
     validation_fraction: float = key(0.1, "seeded, stratified, carved from train: the search objective")
     test_fraction: float = key(0.2, "carved from train when there is no test split")
     max_train_samples: Optional[int] = key(None, "a stratified cap on the training rows")
@@ -264,24 +274,45 @@ MAX_SEED = 2**32 - 1  # numpy's limit; the Trainer seeds numpy
 TRACKING_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql", "http", "https", "databricks")
 
 
+# Numbers the types cannot bound: each key, whether a value is in range, and the range said as the fix.
+RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+    ("seed", lambda v: 0 <= v <= MAX_SEED, f"between 0 and {MAX_SEED}"),
+    ("dataset.validation_fraction", lambda v: 0 < v < 1, "a fraction above 0 and below 1, e.g. 0.1"),
+    ("dataset.test_fraction", lambda v: 0 < v < 1, "a fraction above 0 and below 1, e.g. 0.2"),
+    ("dataset.max_train_samples", lambda v: v is None or v > 0, "a positive number of rows, or null for all"),
+    ("dataset.max_eval_samples", lambda v: v is None or v > 0, "a positive number of rows, or null for all"),
+    ("dataset.max_length", lambda v: v > 0, "a positive number of tokens"),
+    ("search.timeout", lambda v: v is None or v > 0, "a positive number of seconds, or null for none"),
+    ("search.n_startup_trials", lambda v: v >= 0, "0 or more"),
+    ("search.heartbeat_interval", lambda v: v > 0, "a positive number of seconds"),
+    ("search.grace_period", lambda v: v > 0, "a positive number of seconds"),
+    ("search.storage_retry_s", lambda v: v > 0, "a positive number of seconds"),
+    ("tracking.max_outage_s", lambda v: v >= 0, "0 or more seconds"),
+)
+
+
 def check_config(cfg: DictConfig) -> None:
+    """Names, ranges, the tracking store's kind, and every directory the run will write."""
     for name_key in NAME_KEYS:
         check_name(name_key, str(OmegaConf.select(cfg, name_key)))
+    if cfg.dataset.encoding != "auto":
+        try:
+            codecs.lookup(cfg.dataset.encoding)
+        except LookupError:
+            raise PipelineError(
+                f"dataset.encoding={cfg.dataset.encoding}: no such encoding; use a Python codec name (utf-8, latin-1, "
+                "cp1252, utf-16) or auto"
+            ) from None
     if not cfg.dataset.text_columns:
         raise PipelineError("dataset.text_columns=[]: name at least one column, e.g. dataset.text_columns=[text]")
-    if not 0 <= cfg.seed <= MAX_SEED:
-        raise PipelineError(f"seed={cfg.seed}: must be between 0 and {MAX_SEED}")
-    for seconds in ("search.heartbeat_interval", "search.grace_period", "search.storage_retry_s"):
-        if OmegaConf.select(cfg, seconds) <= 0:
-            raise PipelineError(f"{seconds}={OmegaConf.select(cfg, seconds)}: must be a positive number of seconds")
+    for range_key, within, said in RANGES:
+        value = OmegaConf.select(cfg, range_key)
+        if not within(value):
+            raise PipelineError(f"{range_key}={value}: must be {said}")
     if cfg.mode == Mode.search and cfg.search.n_trials <= 0:
         raise PipelineError(
             f"search.n_trials={cfg.search.n_trials}: must be at least 1 (mode=finalize trains the best trial without "
             "searching)"
-        )
-    if cfg.search.timeout is not None and cfg.search.timeout <= 0:
-        raise PipelineError(
-            f"search.timeout={cfg.search.timeout}: must be a positive number of seconds, or null for none"
         )
     scheme = cfg.tracking.uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in cfg.tracking.uri else ""
     if scheme not in TRACKING_SCHEMES:
@@ -289,6 +320,44 @@ def check_config(cfg: DictConfig) -> None:
             f"tracking.uri={cfg.tracking.uri}: not a tracking store MLflow can use; use sqlite:///PATH.db, "
             "http(s)://HOST:PORT (mlflow server) or a database URL (postgresql://...)"
         )
+    check_paths(cfg)
+
+
+def check_paths(cfg: DictConfig) -> None:
+    """Every directory and SQLite file the run writes, tried (runtime/writable.py)."""
+    writable.check_database("tracking.uri", cfg.tracking.uri)
+    if cfg.tracking.uri.startswith(sqlite.PREFIX):  # a server keeps its own artifacts
+        writable.check_directory("tracking.artifact_dir", cfg.tracking.artifact_dir)
+    if cfg.mode != Mode.train:
+        writable.check_database("search.storage", cfg.search.storage)
+        writable.check_directory("search.checkpoint_dir", cfg.search.checkpoint_dir)
+
+
+class CheckFirst(Callback):
+    """Hydra calls it before it makes the run's directory: a bad key, value or path is one `error:` line
+    that leaves no `outputs/...` behind. (A multirun's jobs are checked as each starts, in prepare.)"""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with _through_hydra():
+            writable.check_directory("hydra.run.dir", config.hydra.run.dir)
+            check_config(config)
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        with _through_hydra():
+            writable.check_directory("hydra.sweep.dir", config.hydra.sweep.dir)
+
+
+class StoppedByCheck(BaseException):
+    """A PipelineError on its way out of a Hydra callback (`args[0]`): Hydra turns a callback's Exception
+    into a warning and runs on."""
+
+
+@contextlib.contextmanager
+def _through_hydra() -> Iterator[None]:
+    try:
+        yield
+    except PipelineError as err:
+        raise StoppedByCheck(err) from None
 
 
 def check_name(key: str, value: str) -> None:

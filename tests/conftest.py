@@ -6,6 +6,7 @@ import csv
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 
@@ -39,6 +40,11 @@ def _empty_caches():
 # interrupt tests send SIGINT to this process and to the entry points it starts, so give it back
 # Python's handler: the tests then behave the same however pytest was launched.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_addoption(parser) -> None:
+    parser.addoption("--fuzz-examples", type=int, default=200, help="inputs per generator in tests/test_fuzz.py")
+    parser.addoption("--fuzz-seed", type=int, default=0, help="the generators' seed in tests/test_fuzz.py")
 
 
 def compose_config(*overrides: str):
@@ -94,3 +100,28 @@ def runs_by_role(client: MlflowClient, role: str, experiment: str = "ag_news") -
     """The experiment's runs tagged `pipeline.role=role` (study, trial or train)."""
     found = client.get_experiment_by_name(experiment)
     return client.search_runs([found.experiment_id], f"tags.`{ROLE_TAG}` = '{role}'")
+
+
+def run_entry_point(monkeypatch, capsys, cwd: Path, *overrides: str) -> tuple[int, str]:
+    """`python -m pipeline OVERRIDES` run in this process, in `cwd` (what `python -m pipeline` runs, without a
+    new process's 10 s of imports); (exit code, stderr)."""
+    from pipeline.__main__ import cli, main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", ["pipeline", *overrides])
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # cli() sets it to 1; restored after the test
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as pipeline_env() does for the subprocesses
+    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which conf/ reads: unset again after the test.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    # As under `python -m pipeline`, where the module is __main__: Hydra then finds conf/ beside the file.
+    monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
+    GlobalHydra.instance().clear()
+    term = signal.getsignal(signal.SIGTERM)
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli()
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    return exited.value.code, capsys.readouterr().err

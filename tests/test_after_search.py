@@ -205,6 +205,16 @@ def test_predict_quantized_to_int8_gives_close_probabilities(champion, tmp_path)
             "nobody",
         ),
         (
+            "unregistered name",
+            ["--input", "{dir}/in.csv", "--text-columns", "body", "--model", "models:/locale@champion"],
+            "registered models here: local (did you mean 'local'?)",
+        ),
+        (
+            "output under a file",
+            ["--input", "{dir}/in.csv", "--text-columns", "body", "--output", "{dir}/in.csv/rows.csv"],
+            "--output={dir}/in.csv/rows.csv: {dir}/in.csv is a file, not a directory",
+        ),
+        (
             "unknown device",
             ["--input", "{dir}/in.csv", "--text-columns", "body", "--device", "tpu"],
             "--device=tpu: choose one of auto, cpu, cuda",
@@ -229,7 +239,7 @@ def test_bad_predict_input_is_one_error_line(champion, tmp_path, case, args, say
     result = predict(work, uri, *args)
     assert result.returncode == 2, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and says in errors[0], result.stderr[-3000:]
+    assert len(errors) == 1 and says.format(dir=tmp_path) in errors[0], result.stderr[-3000:]
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "typo").exists()  # a mistyped store is not created
 

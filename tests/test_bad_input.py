@@ -7,18 +7,14 @@ a dead tracking server's wait) run it in a subprocess."""
 from __future__ import annotations
 
 import re
-import signal
 import sqlite3
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 
 from devtools.commands import ROOT, TINY, run_pipeline, study_storage
 from devtools.services import free_port
-from pipeline.__main__ import cli, main
 from pipeline.search import storage
 from pipeline.search.space import load_space
 from pipeline.search.study import open_study
@@ -27,6 +23,7 @@ from tests.conftest import (
     compose_config,
     default_study,
     mlflow_client,
+    run_entry_point,
     write_ag_news_release,
     write_space,
 )
@@ -37,24 +34,7 @@ ROWS = [(c + 1, f"title {i}", f"text {i}") for c in range(4) for i in range(10)]
 
 def run_cli(monkeypatch, capsys, cwd: Path, *overrides: str) -> tuple[int, str]:
     """`python -m pipeline BASE OVERRIDES` in this process; (exit code, stderr)."""
-    monkeypatch.chdir(cwd)
-    monkeypatch.setattr(sys, "argv", ["pipeline", *BASE, *overrides])
-    monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # cli() sets it to 1; restored after the test
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as pipeline_env() does for the subprocesses
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which conf/ reads: unset again after the test.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    # As under `python -m pipeline`, where the module is __main__: Hydra then finds conf/ beside the file.
-    monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
-    GlobalHydra.instance().clear()
-    term = signal.getsignal(signal.SIGTERM)
-    capsys.readouterr()
-    try:
-        with pytest.raises(SystemExit) as exited:
-            cli()
-    finally:
-        signal.signal(signal.SIGTERM, term)
-    return exited.value.code, capsys.readouterr().err
+    return run_entry_point(monkeypatch, capsys, cwd, *BASE, *overrides)
 
 
 def assert_clean_failure(code, stderr: str, cwd: Path, names: str, says: str) -> None:
@@ -63,6 +43,8 @@ def assert_clean_failure(code, stderr: str, cwd: Path, names: str, says: str) ->
     assert names in errors[0] and says in errors[0], errors[0]
     assert "Traceback" not in stderr
     assert_nothing_trained(cwd)
+    for run_dir in (cwd / "outputs").glob("*/*"):  # a run's directory, when it has one, says why it stopped
+        assert errors[0] in "".join(log.read_text() for log in run_dir.glob("*.log")), run_dir
 
 
 def assert_nothing_trained(cwd: Path) -> None:
@@ -273,6 +255,81 @@ CASES = {
     "heartbeat_interval_zero": (lambda p: ["search.heartbeat_interval=0"], "search.heartbeat_interval=0", "positive"),
     "grace_period_zero": (lambda p: ["search.grace_period=0"], "search.grace_period=0", "positive"),
     "seed_negative": (lambda p: ["seed=-1"], "seed=-1", "must be between 0 and"),
+    "label_column_of_mixed_kinds": (
+        lambda p: local(
+            write_csv(
+                p / "t.jsonl",
+                "".join(f'{{"text": "row {i}", "label": {v}}}\n' for i, v in enumerate(["1", '"spam"', "2"] * 10)),
+            )
+        ),
+        "t.jsonl: 'label'",
+        "holds values of mixed kinds (numbers and strings)",
+    ),
+    "label_not_a_whole_number": (
+        lambda p: local(
+            write_csv(p / "t.csv", "text,label\n" + "".join(f"row {i},{i % 2 + 0.5}\n" for i in range(20)))
+        ),
+        "t.csv: 'label'",
+        "label 0.5 is not a whole number",
+    ),
+    "header_repeats_a_column": (
+        lambda p: local(
+            write_csv(p / "t.csv", "text,label,text\n" + "".join(f"a {i},{'xy'[i % 2]},b\n" for i in range(20)))
+        ),
+        "dataset.train_file=",
+        "the header names column 'text' 2 times",
+    ),
+    "header_column_without_name": (
+        lambda p: local(
+            write_csv(p / "t.csv", ",text,label\n" + "".join(f"{i},a {i},{'xy'[i % 2]}\n" for i in range(20)))
+        ),
+        "dataset.train_file=",
+        "column 1 of the header has no name",
+    ),
+    "column_in_other_case": (
+        lambda p: local(write_csv(p / "t.csv", "Text,label\n" + "".join(f"a {i},{'xy'[i % 2]}\n" for i in range(20)))),
+        "t.csv",
+        "column 'text' not found (columns: Text, label) (did you mean 'Text'?)",
+    ),
+    "text_column_of_lists": (
+        lambda p: local(
+            write_csv(p / "t.jsonl", "".join(f'{{"text": ["a", "{i}"], "label": {i % 2}}}\n' for i in range(20)))
+        ),
+        "t.jsonl",
+        "text column 'text' holds lists",
+    ),
+    "unknown_encoding": (lambda p: ["dataset.encoding=utf-9"], "dataset.encoding=utf-9", "no such encoding"),
+    "fraction_out_of_range": (
+        lambda p: ["dataset.validation_fraction=1.5"],
+        "dataset.validation_fraction=1.5",
+        "must be a fraction above 0 and below 1",
+    ),
+    "directory_under_a_file": (
+        lambda p: [f"search.checkpoint_dir={write_csv(p / 'a_file', 'x')}/checkpoints"],
+        "search.checkpoint_dir=",
+        "a_file is a file, not a directory",
+    ),
+    "run_directory_under_a_file": (
+        lambda p: [f"hydra.run.dir={write_csv(p / 'a_file', 'x')}/run"],
+        "hydra.run.dir=",
+        "a_file is a file, not a directory",
+    ),
+    "directory_not_writable": (
+        lambda p: ["tracking.artifact_dir=/proc/pipeline/artifacts"],
+        "tracking.artifact_dir=/proc/pipeline/artifacts",
+        "cannot write in /proc",
+    ),
+    # Found by tests/test_fuzz.py: a traceback from Path.exists() on a name longer than the filesystem allows.
+    "directory_name_too_long": (
+        lambda p: [f"search.checkpoint_dir={p}/{'c' * 300}"],
+        "search.checkpoint_dir=",
+        "cannot be created (file name too long)",
+    ),
+    "sqlite_store_is_a_directory": (
+        lambda p: [f"search.storage=sqlite:///{p}"],
+        "search.storage=sqlite:///",
+        "is a directory; name a database file",
+    ),
 }
 
 
@@ -287,6 +344,15 @@ def test_bad_input_fails_before_training_with_one_line(case, tmp_path, monkeypat
         ]
     code, stderr = run_cli(monkeypatch, capsys, tmp_path, *overrides)
     assert_clean_failure(code, stderr, tmp_path, names, says)
+
+
+@pytest.mark.parametrize("override", ["seed=-1", "dataset.max_length=0", "search.checkpoint_dir=/proc/x"])
+def test_bad_config_leaves_no_run_directory(override, tmp_path, monkeypatch, capsys):
+    """Checked before Hydra makes `outputs/<study>/<time>/`: failed commands used to leave one each."""
+    data = f"dataset.data_dir={write_ag_news_release(tmp_path / 'ok', {'train': ROWS, 'test': ROWS})}"
+    code, stderr = run_cli(monkeypatch, capsys, tmp_path, data, override)
+    assert code == 2 and stderr.startswith(f"error: {override}"), stderr
+    assert not (tmp_path / "outputs").exists() and not (tmp_path / "mlruns").exists()
 
 
 def _existing_study(
@@ -391,6 +457,7 @@ def test_the_docs_bad_input_table_names_every_case_once():
         "bad_input_fails_before_training_with_one_line",
         "real_process_prints_one_line_and_exits_2",
         "the_docs_bad_input_table_names_every_case_once",
+        "bad_config_leaves_no_run_directory",
     }
     functions = {
         name.removeprefix("test_") for name, f in globals().items() if name.startswith("test_") and callable(f)

@@ -38,7 +38,8 @@ def reviews(tmp_path_factory) -> Path:
     return path
 
 
-def command(cwd: Path, reviews: Path) -> list[str]:
+def command(cwd: Path, reviews: Path, learning_rate: str = "0.001") -> list[str]:
+    """The search; `learning_rate` is the experiment's starting value (the space holds 0.001 and 0.002)."""
     space = write_space(
         cwd,
         {
@@ -53,7 +54,7 @@ def command(cwd: Path, reviews: Path) -> list[str]:
         "dataset.label_column=topic",
         "dataset.max_length=64",
         "model=tiny",
-        "trainer.learning_rate=0.001",
+        f"trainer.learning_rate={learning_rate}",
         f"trainer.num_train_epochs={EPOCHS}",
         f"search.space={space}",
         "search.n_trials=1",
@@ -64,11 +65,17 @@ def command(cwd: Path, reviews: Path) -> list[str]:
 
 
 def interrupted_then_rerun(
-    cwd: Path, reviews: Path, sig: signal.Signals, after_save_s: float, *extra: str, resumed_epoch: int = 1
+    cwd: Path,
+    reviews: Path,
+    sig: signal.Signals,
+    after_save_s: float,
+    *extra: str,
+    resumed_epoch: int = 1,
+    learning_rate: str = "0.001",
 ) -> optuna.Study:
     """The search, sent `sig` `after_save_s` after its first trial saved epoch 1, then the same command again."""
     cwd.mkdir()
-    overrides = [*command(cwd, reviews), *extra]
+    overrides = [*command(cwd, reviews, learning_rate), *extra]
     proc = start_pipeline(cwd, *overrides, log=cwd / "interrupted.log")
     saved = wait_for_saved_epoch(cwd / "mlruns" / "checkpoints" / STUDY / "resume", proc)
     time.sleep(after_save_s)
@@ -114,8 +121,13 @@ def assert_resumed(cwd: Path, study: optuna.Study, epoch: int = 1) -> optuna.tri
 
 
 def test_sigkill_after_the_first_epoch_then_the_same_command_resumes_from_it(tmp_path, reviews):
-    study = interrupted_then_rerun(tmp_path / "killed", reviews, signal.SIGKILL, after_save_s=0)
-    assert_resumed(tmp_path / "killed", study)
+    """On a space that leaves out the experiment's learning rate: trial 0 starts inside the space (a value
+    outside it made the retry refused), so the killed trial is resumed all the same."""
+    study = interrupted_then_rerun(tmp_path / "killed", reviews, signal.SIGKILL, after_save_s=0, learning_rate="5e-5")
+    resumed = assert_resumed(tmp_path / "killed", study)
+    assert resumed.params["learning_rate"] in (0.001, 0.002)
+    log = (tmp_path / "killed" / "interrupted.log").read_text()
+    assert "outside it: learning_rate=5e-05" in log
 
 
 def test_sigterm_mid_epoch_resumes_with_the_curve_of_an_uninterrupted_run(tmp_path, reviews):

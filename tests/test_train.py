@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import weakref
 
+import numpy as np
 import pytest
 import torch
 import transformers
@@ -21,6 +22,7 @@ from pipeline.search.space import parse_param
 from pipeline.tracking.callbacks import GPU_PEAK_METRIC, system_metrics
 from pipeline.training import internals, model
 from pipeline.training.args import training_args
+from pipeline.training.metrics import PER_CLASS, Scored, headline
 from pipeline.training.sampling import ShuffledLengthBatches, length_grouped_or_random
 from pipeline.training.trainer import build_trainer, nudged_embeddings
 from tests.conftest import compose_config
@@ -180,3 +182,22 @@ def test_on_a_gpu_each_training_counts_its_own_peak_memory_and_logs_it(tiny, tmp
     internals.release_previous_model(trainer)  # as each training with model_init starts
     assert resets == [None] and trainer.model is None
     assert system_metrics()[GPU_PEAK_METRIC] == 300  # each epoch's end, in MB
+
+
+def test_scores_equal_scikit_learns_on_random_labels_with_missing_and_unseen_classes():
+    """The metrics are computed in numpy (scikit-learn's import cost every command half a second): they must
+    agree with scikit-learn's, zero_division=0 included (a class never predicted, or never true)."""
+    from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+    rng = np.random.default_rng(0)
+    for case in range(200):
+        n_classes, n_rows = rng.integers(2, 6), rng.integers(1, 30)
+        truth, predicted = (rng.integers(0, n_classes, n_rows).astype(str) for _ in range(2))
+        found = headline(truth, predicted)
+        assert found["accuracy"] == pytest.approx(float(np.mean(truth == predicted)), abs=1e-12)
+        assert found["f1_macro"] == pytest.approx(f1_score(truth, predicted, average="macro", zero_division=0))
+        labels = [*map(str, range(n_classes)), "never"]
+        per_class = Scored(labels, list(truth), list(predicted)).metrics()
+        expected = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
+        for kind, values in zip(PER_CLASS, expected):
+            assert [per_class[f"{kind}_{label}"] for label in labels] == pytest.approx(list(values)), (case, kind)

@@ -4,24 +4,30 @@ report artifacts, the terminal progress and summary, and the Optuna storage that
 from __future__ import annotations
 
 import csv
+import fcntl
 import io
 import json
+import os
+import pty
 import re
 import shutil
+import struct
 import subprocess
+import sys
+import termios
 from pathlib import Path
 
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 
-from devtools.commands import CLASSES, TINY, run_pipeline
+from devtools.commands import CLASSES, TINY, pipeline_env, run_pipeline
 from devtools.services import free_port
 from pipeline import console
 from pipeline.tracking import report
 from pipeline.tracking.tracker import ROLE_TAG
 from tests import mlflow_ui
-from tests.conftest import default_study, mlflow_client
+from tests.conftest import compose_config, default_study, mlflow_client
 
 STUDY = "ag_news-tiny"
 COLUMNS = ["eval_accuracy", "num_train_epochs", "per_device_train_batch_size"]
@@ -127,7 +133,7 @@ def test_parent_run_holds_plots_trials_table_best_params_and_confusion_matrix(se
 @pytest.mark.slow
 def test_terminal_shows_a_line_per_trial_and_a_summary(searched):
     cwd, done, _, parent, _ = searched
-    lines = [line for line in done.stdout.splitlines() if re.search(r"trial \d/3 \(#\d\)", line)]
+    lines = [line for line in done.stdout.splitlines() if re.search(r"trial \d/3 \(#\d\) .*by epoch", line)]
     assert len(lines) == 3
     for i, line in enumerate(lines, 1):
         assert f"trial {i}/3 (#{i - 1})" in line and "batch=" in line and "epochs=" in line
@@ -150,7 +156,41 @@ def test_terminal_shows_a_line_per_trial_and_a_summary(searched):
     assert "Loading weights" not in done.stderr and "Writing model shards" not in done.stderr
     assert all(line.startswith("trial ") for line in lines)  # no time and logger prefix in the terminal
     assert "monitoring system metrics" not in done.stdout + done.stderr and "ylims" not in done.stderr
-    assert "trial 0 epoch 1/" in done.stderr and "trial 2 epoch 2/" in done.stderr  # the bar names what it trains
+    # Off a terminal (this pipe): a plain line per epoch, named as the trial's line names it, and no bars.
+    assert re.search(r"^trial 1/3 \(#0\) epoch 1/\d: eval_accuracy [0-9.]+ in \d+:\d\d$", done.stdout, re.M)
+    assert re.search(r"^trial 3/3 \(#2\) epoch 2/\d: eval_accuracy", done.stdout, re.M)
+    assert "it/s]" not in done.stderr and "%|" not in done.stderr, done.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_on_a_terminal_the_bar_names_the_trial_as_its_line_does_and_the_summary_says_what_next(tmp_path):
+    """stderr on a pseudo-terminal, as in an interactive shell: the Trainer's bar, named `trial 1/1 (#0)` like
+    the trial's line (it said `trial 0`), and no plain epoch lines; the summary ends with the model's commands."""
+    primary, secondary = pty.openpty()
+    fcntl.ioctl(secondary, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))  # 0 columns: empty bars
+    command = [sys.executable, "-m", "pipeline", *TINY, "search.n_trials=1", "trainer.num_train_epochs=2"]
+    with subprocess.Popen(
+        command, cwd=tmp_path, env=pipeline_env(), stdout=subprocess.PIPE, stderr=secondary, text=True
+    ) as proc:
+        os.close(secondary)
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(primary, 1 << 16)
+            except OSError:  # EIO: the process closed the terminal
+                break
+            if not chunk:
+                break
+            terminal += chunk
+        stdout = proc.stdout.read()
+    os.close(primary)
+    assert proc.returncode == 0, terminal.decode(errors="replace")[-3000:]
+    shown = terminal.decode(errors="replace")
+    assert "trial 1/1 (#0) epoch 1/2" in shown and "trial 1/1 (#0) epoch 2/2" in shown
+    assert "trial 1/1 (#0) batch=" in stdout and "epoch 1/2: eval_accuracy" not in stdout
+    assert "python -m pipeline.predict models:/ag_news@champion --input FILE.csv --output predictions.csv" in stdout
+    assert "python -m pipeline.evaluate models:/ag_news@champion LABELLED.csv --label-column label" in stdout
+    assert "mlflow models serve -m models:/ag_news@champion --env-manager local" in stdout
 
 
 @pytest.mark.slow
@@ -202,3 +242,35 @@ def test_a_retrained_best_trial_shows_its_searched_params_once_on_rank_0(caplog)
     assert record.getMessage().startswith(
         "trained batch=8 epochs=2 lr=3e-05 weight_decay=0.1 | eval_accuracy by epoch: 0.500 0.750 | in 0:00"
     )
+
+
+def test_the_summary_in_a_pipe_keeps_each_row_and_command_on_one_line(capsys):
+    """Off a terminal rich folds at 80 columns: a long best-trial row or URI broke over two lines."""
+    params = {f"a_searched_parameter_{i}": 1e-5 * (i + 1) for i in range(6)}
+    best = optuna.trial.create_trial(
+        params=params,
+        distributions={name: optuna.distributions.FloatDistribution(1e-6, 1.0) for name in params},
+        value=0.875,
+    )
+    cfg = compose_config(
+        "dataset=local",
+        "dataset.train_file=reviews/train_with_a_long_name.csv",
+        "dataset.test_file=reviews/test.csv",
+        "dataset.text_columns=[title,body]",
+        "dataset.label_column=topic",
+    )
+    uri = "models:/a_registered_model_with_a_rather_long_name/12"
+    steps = console.next_commands(cfg, uri, "12", "12")
+    metrics = {"test_accuracy": 0.8, "test_f1_macro": 0.79}
+    console.print_summary(console.Summary(None, metrics, uri, "12", cfg.tracking.uri, None, best, steps))
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "best trial" in line)
+    assert all(f"{name}=" in row for name in params), out
+    uri = "models:/a_registered_model_with_a_rather_long_name@champion"
+    options = "--text-columns title,body"
+    for command in (
+        f"python -m pipeline.predict {uri} --input reviews/test.csv --output predictions.csv {options}",
+        f"python -m pipeline.evaluate {uri} reviews/test.csv --label-column topic {options}",
+        f"MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db mlflow models serve -m {uri} --env-manager local",
+    ):
+        assert any(line.strip().startswith(command) for line in out.splitlines()), out

@@ -3,6 +3,7 @@ on stdin; texts joined from their columns as training joins them."""
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
 import sys
@@ -12,11 +13,13 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.errors import PipelineError
+from pipeline.runtime import writable
 
 # Users' files by suffix, everywhere: training reads them through `datasets` (its loader named here), the
 # commands after the search through pandas (read_frame).
 FORMATS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 STDIN = "-"
+AUTO_ENCODINGS = ("utf-8", "cp1252", "latin-1")  # what `dataset.encoding=auto` tries, in order
 
 
 def read_rows(path: str, option: str = "--input") -> pd.DataFrame:
@@ -63,12 +66,85 @@ def read_frame(path: Path) -> pd.DataFrame:
     return pd.read_json(path, lines=suffix == ".jsonl")
 
 
-def check_csv_fields(path: Path, where: str) -> None:
+def check_header(path: Path, where: str, encoding: str = "utf-8") -> None:
+    """A CSV's or Parquet file's column names as its reader sees them: none empty, none repeated (the
+    reader renames a repeated `text` to `text.1` and reads the first one, silently). A JSON object's
+    repeated key is its reader's error."""
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        names = _csv_header(path, encoding)
+    elif suffix == ".parquet":
+        names = _parquet_header(path, where)
+    else:
+        return
+    for number, name in enumerate(names, 1):
+        if not name.strip():
+            raise PipelineError(
+                f"{where}: column {number} of the header has no name (an index pandas wrote? save with "
+                "index=False); name every column"
+            )
+    repeated = next((name for name in names if names.count(name) > 1), None)
+    if repeated is not None:
+        raise PipelineError(
+            f"{where}: the header names column {repeated!r} {names.count(repeated)} times; the reader would read "
+            "only the first; give each column its own name"
+        )
+
+
+def _csv_header(path: Path, encoding: str) -> list[str]:
+    try:
+        with path.open(encoding=_with_bom(encoding), newline="") as f:
+            return next(csv.reader(f), [])
+    except (UnicodeDecodeError, csv.Error):
+        return []  # the reader reports these in its own words
+
+
+def _parquet_header(path: Path, where: str) -> list[str]:
+    import pyarrow.parquet as pq  # a parquet file's schema, without reading its rows
+
+    try:
+        return pq.read_schema(path).names
+    except Exception as err:  # pyarrow's errors for a file that is not Parquet
+        raise PipelineError(f"{where}: could not be parsed as parquet: {str(err).splitlines()[0]}") from None
+
+
+def text_encoding(path: Path, encoding: str) -> str:
+    """`dataset.encoding` for this file: `auto` is UTF-8 where the whole file decodes as UTF-8, else
+    Windows-1252 (what Excel and many exports write in Western Europe), else Latin-1 (which decodes any byte)."""
+    if encoding != "auto":
+        return encoding
+    for candidate in AUTO_ENCODINGS:
+        decoder = codecs.getincrementaldecoder(candidate)()
+        try:
+            with path.open("rb") as f:
+                while chunk := f.read(1 << 20):
+                    decoder.decode(chunk)
+                decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            continue
+        return candidate
+    return AUTO_ENCODINGS[-1]
+
+
+def not_in_encoding(err: UnicodeDecodeError, encoding: str) -> str:
+    """What a file that does not decode is told: the byte, and how to say its encoding."""
+    return (
+        f"not {encoding} (byte {err.object[err.start : err.start + 1]!r}: {err.reason}); set "
+        "dataset.encoding to the file's (latin-1, cp1252, utf-16, ...) or auto, or re-save it as UTF-8"
+    )
+
+
+def _with_bom(encoding: str) -> str:
+    """UTF-8 files from Excel start with a byte-order mark, which the readers skip."""
+    return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+
+
+def check_csv_fields(path: Path, where: str, encoding: str = "utf-8") -> None:
     """One line naming the first row with more fields than the header: pandas would take the extra leading
     field as the row's index and shift every value left, so the text read would be the wrong one."""
     csv.field_size_limit(2**31 - 1)  # long texts are fine (the default stops at 128 KiB); a C long everywhere
     try:
-        with path.open(encoding="utf-8-sig", newline="") as f:
+        with path.open(encoding=_with_bom(encoding), newline="") as f:
             reader = csv.reader(f)
             header = next(reader, [])
             for row in reader:
@@ -104,14 +180,25 @@ def require_columns(rows: pd.DataFrame, columns: list[str], where: str, option: 
         )
 
 
+def check_output(output: str | None) -> None:
+    """`--output` before any work: a format it can write, in a directory it can write."""
+    if output is None:
+        return
+    path = Path(output)
+    if path.suffix.lower() not in FORMATS:
+        raise PipelineError(f"--output={output}: unknown format {path.suffix!r}; use {', '.join(FORMATS)}")
+    if path.is_dir():
+        raise PipelineError(f"--output={output}: is a directory; name a file, e.g. {path / 'predictions.csv'}")
+    writable.check_directory("--output", path.parent, where=f"--output={output}")
+
+
 def write_rows(rows: pd.DataFrame, output: str | None) -> None:
     """To `output` by its suffix (CSV, JSONL, JSON, Parquet), or as CSV to stdout."""
     if output is None:
         rows.to_csv(sys.stdout, index=False)
         return
     path = Path(output)
-    if path.suffix.lower() not in FORMATS:
-        raise PipelineError(f"--output={output}: unknown format {path.suffix!r}; use {', '.join(FORMATS)}")
+    check_output(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Written beside it, then renamed into place whole: a failed or interrupted write leaves no half a file.
     partial = path.with_name(f".{path.name}.partial")

@@ -4,8 +4,10 @@ through `datasets` (parsed files are cached by content) and normalized to a `tex
 
 from __future__ import annotations
 
+import contextlib
 import html
 import inspect
+import logging
 import math
 import re
 from collections.abc import Callable, Iterator
@@ -17,8 +19,8 @@ import pyarrow.compute as pc
 from datasets import ClassLabel, Dataset, DatasetDict
 
 from pipeline.data import internals
-from pipeline.data.files import FORMATS, check_csv_fields, joined
-from pipeline.errors import PipelineError
+from pipeline.data.files import FORMATS, check_csv_fields, check_header, joined, not_in_encoding, text_encoding
+from pipeline.errors import PipelineError, did_you_mean
 from pipeline.schema import DatasetConfig
 
 AG_NEWS_COLUMNS = ["label", "title", "description"]
@@ -27,6 +29,7 @@ _LINE_BREAK = re.compile(r"\\+")  # the release marks line breaks with backslash
 _NUMERIC_ENTITY = re.compile(r"\s?&?#(\d+);")  # "India #39;s" -> "India's"
 _NAMED_ENTITY = re.compile(r"&?\b(quot|amp|lt|gt);")
 _SPACES = re.compile(r"\s+")
+log = logging.getLogger(__name__)
 ROWS_AT_A_TIME = 8_192  # where every row is read (hashing, checks): bounds the memory it takes
 
 
@@ -36,7 +39,7 @@ def read(cfg: DatasetConfig) -> tuple[Dataset, Dataset | None]:
         return read_ag_news_csv(cfg.data_dir)
     if cfg.train_file:
         files = {"train": cfg.train_file, **({"test": cfg.test_file} if cfg.test_file else {})}
-        raw = _load_local(files)
+        raw = _load_local(files, cfg.encoding)
         source = {split: f"dataset.{split}_file={path}" for split, path in files.items()}
     elif cfg.hub_id:
         raw = _load_hub(cfg)
@@ -101,10 +104,11 @@ def _from_release(raw: Dataset, names: list[str], path: Path) -> Dataset:
     return raw.map(convert, remove_columns=raw.column_names, features=features, desc="ag_news release")
 
 
-def _load_local(files: dict[str, str]) -> DatasetDict:
+def _load_local(files: dict[str, str], encoding: str) -> DatasetDict:
     """Each file read in its own format (train JSONL and test Parquet is fine), one at a time, so that an
     error names the file at fault."""
     formats: dict[str, str] = {}
+    encodings: dict[str, str] = {}
     for split, path in files.items():
         if not Path(path).is_file():
             raise PipelineError(f"dataset.{split}_file={path}: no such file")
@@ -113,24 +117,45 @@ def _load_local(files: dict[str, str]) -> DatasetDict:
             named = f"unknown format {suffix!r}" if suffix else "no suffix to tell its format"
             raise PipelineError(f"dataset.{split}_file={path}: {named}; use {', '.join(FORMATS)}")
         formats[split] = FORMATS[suffix]
+        encodings[split] = text_encoding(Path(path), encoding) if formats[split] != "parquet" else "utf-8"
+        if encodings[split] != encoding:
+            log.info("dataset.%s_file=%s: read as %s (dataset.encoding=%s)", split, path, encodings[split], encoding)
+        check_header(Path(path), f"dataset.{split}_file={path}", encodings[split])
         if formats[split] == "csv":
-            check_csv_fields(Path(path), f"dataset.{split}_file={path}")
-    return DatasetDict({split: _load_files(formats[split], {split: path})[split] for split, path in files.items()})
+            check_csv_fields(Path(path), f"dataset.{split}_file={path}", encodings[split])
+    return DatasetDict(
+        {split: _load_files(formats[split], {split: path}, encodings[split])[split] for split, path in files.items()}
+    )
 
 
-def _load_files(fmt: str, files: dict[str, str], **kwargs) -> DatasetDict:
+def _load_files(fmt: str, files: dict[str, str], encoding: str = "utf-8", **kwargs) -> DatasetDict:
     """Read through `datasets` so parsed files are cached by content across runs."""
+    if fmt in ("csv", "json"):
+        kwargs["encoding"] = encoding
     try:
-        return datasets.load_dataset(fmt, data_files=files, **kwargs)
+        with _silenced("datasets"):  # its own `error:` log line would come before ours
+            return datasets.load_dataset(fmt, data_files=files, **kwargs)
     except Exception as err:  # pandas / pyarrow parse errors, wrapped by datasets in DatasetGenerationError
         while err.__cause__ is not None:
             err = err.__cause__
+        where = ", ".join(files.values())
         if isinstance(err, UnicodeDecodeError):
-            raise PipelineError(f"{', '.join(files.values())}: not UTF-8 ({err.reason}); re-save it as UTF-8") from None
+            raise PipelineError(f"{where}: {not_in_encoding(err, kwargs.get('encoding', 'utf-8'))}") from None
         reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         if internals.says_no_rows(reason):
-            raise PipelineError(f"{', '.join(files.values())}: no rows; the file needs data under its header") from None
-        raise PipelineError(f"{', '.join(files.values())}: could not be parsed as {fmt}: {reason}") from None
+            raise PipelineError(f"{where}: no rows; the file needs data under its header") from None
+        raise PipelineError(f"{where}: could not be parsed as {fmt}: {reason}") from None
+
+
+@contextlib.contextmanager
+def _silenced(logger: str) -> Iterator[None]:
+    """`logger`'s records off for the block (its errors are ours to report, in one line)."""
+    before = logging.getLogger(logger).level
+    logging.getLogger(logger).setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logging.getLogger(logger).setLevel(before)
 
 
 def _load_hub(cfg: DatasetConfig) -> DatasetDict:
@@ -150,11 +175,12 @@ def _normalize(ds: Dataset, cfg: DatasetConfig, names: list[str] | None, source:
     missing = [c for c in [*cfg.text_columns, cfg.label_column] if c not in ds.column_names]
     if missing:
         raise PipelineError(
-            f"{source}: column {missing[0]!r} not found (columns: {', '.join(ds.column_names)}); "
-            "set dataset.text_columns / dataset.label_column"
+            f"{source}: column {missing[0]!r} not found (columns: {', '.join(ds.column_names)})"
+            f"{did_you_mean(missing[0], ds.column_names)}; set dataset.text_columns / dataset.label_column"
         )
     if len(ds) == 0:
         raise PipelineError(f"{source}: no rows")
+    _check_column_types(ds, cfg, source)
     names, as_name = _label_mapping(ds, cfg.label_column, names, source)
     index = {name: i for i, name in enumerate(names)}
     columns, label_column = cfg.text_columns, cfg.label_column
@@ -189,6 +215,15 @@ def _label_mapping(ds: Dataset, label_column: str, names: list[str] | None, sour
     where = f"{source}: {label_column!r}"
     if any(_is_empty_label(v, feature) for v in distinct):
         raise PipelineError(f"{where}: a label is empty; every row needs a label")
+    as_name = feature.int2str if isinstance(feature, ClassLabel) else str
+    if _kind(feature) == "float":  # 1.0 is class "1", as in a file of integers
+        fraction = next((v for v in distinct if not float(v).is_integer()), None)
+        if fraction is not None:
+            raise PipelineError(
+                f"{where}: label {fraction!r} is not a whole number; class labels are integers or names (a "
+                "regression target is not a class)"
+            )
+        distinct, as_name = [int(v) for v in distinct], lambda v: str(int(v))
     if names is None:
         names = feature.names if isinstance(feature, ClassLabel) else _infer_names(distinct, where)
         if len(names) < 2:
@@ -199,13 +234,46 @@ def _label_mapping(ds: Dataset, label_column: str, names: list[str] | None, sour
                 f"set dataset.label_column to the column of class labels (columns: {', '.join(ds.column_names)}), or "
                 "add rows"
             )
-    as_name = feature.int2str if isinstance(feature, ClassLabel) else str
     unknown = sorted({as_name(v) for v in distinct} - set(names))
     if unknown:
         raise PipelineError(
             f"{source}: label {unknown[0]!r} is not among the training labels {names}; fix the file or the split"
         )
     return names, as_name
+
+
+def _check_column_types(ds: Dataset, cfg: DatasetConfig, source: str) -> None:
+    """Labels of one kind (all integers or all strings), texts of text: a column of mixed kinds (JSON's
+    `1` and `"spam"`) or of lists reaches the reader as values it cannot compare."""
+    if _kind(ds.features[cfg.label_column]) is None:
+        raise PipelineError(
+            f"{source}: {cfg.label_column!r} holds values of mixed kinds (numbers and strings) or lists; make every "
+            "label an integer or every label a string"
+        )
+    for column in cfg.text_columns:
+        kind = _kind(ds.features[column])
+        if kind is None:
+            raise PipelineError(
+                f"{source}: text column {column!r} holds lists, objects or values of mixed kinds; name a column of "
+                "texts in dataset.text_columns"
+            )
+        if kind != "string":
+            log.warning(
+                "%s: text column %r holds only %s values: is it the text? (dataset.text_columns)", source, column, kind
+            )
+
+
+def _kind(feature: object) -> str | None:
+    """'string', 'int', 'float' or 'bool' for a column of one scalar kind (a ClassLabel's is 'int'), else None
+    (mixed kinds, which datasets reads as JSON values; lists; dates)."""
+    if isinstance(feature, ClassLabel):
+        return "int"
+    dtype = feature.dtype if isinstance(feature, datasets.Value) else ""
+    if dtype in ("string", "large_string", "null", "bool"):
+        return "bool" if dtype == "bool" else "string"
+    if dtype.startswith(("int", "uint")):
+        return "int"
+    return "float" if dtype.startswith("float") else None
 
 
 def _is_empty_label(value: object, feature: object) -> bool:

@@ -32,6 +32,17 @@ class Param:
     step: float | None = None
     log: bool = False
 
+    def contains(self, value: Any) -> bool:
+        """Whether `value` is one this distribution can draw (a choice; in range, on its step)."""
+        if self.type == "categorical":
+            return value in self.choices
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not self.low <= value <= self.high:
+            return False
+        if self.type == "int" and value != int(value):
+            return False
+        step = self.step or (1 if self.type == "int" else None)
+        return step is None or math.isclose((value - self.low) / step, round((value - self.low) / step), abs_tol=1e-9)
+
     def suggest(self, trial: optuna.Trial) -> Any:
         if self.type == "categorical":
             return trial.suggest_categorical(self.name, list(self.choices))

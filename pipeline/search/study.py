@@ -47,7 +47,7 @@ def open_study(
     if stored is None:
         study.set_user_attr("search_space", fingerprint)
         if start:
-            study.enqueue_trial({p.name: start[p.name] for p in space if p.name in start}, skip_if_exists=True)
+            _enqueue_start(study, space, start)
     elif stored != fingerprint:
         raise PipelineError(
             f"search.study_name={cfg.study_name} was created with a different search space than "
@@ -56,6 +56,17 @@ def open_study(
     if data_fingerprint is not None:
         _check_data(study, data_fingerprint)
     return study
+
+
+def _enqueue_start(study: optuna.Study, space: list[Param], start: dict[str, Any]) -> None:
+    """Trial 0 at the experiment's starting values, those the space contains: one outside it would train
+    outside the space, and a retry of that trial (after its worker died) would be refused."""
+    inside = {p.name: start[p.name] for p in space if p.name in start and p.contains(start[p.name])}
+    outside = [f"{p.name}={start[p.name]}" for p in space if p.name in start and p.name not in inside]
+    if outside:
+        log.info("trial 0 starts at the configured values the space contains; outside it: %s", ", ".join(outside))
+    if inside:
+        study.enqueue_trial(inside, skip_if_exists=True)
 
 
 def _check_data(study: optuna.Study, data_fingerprint: str) -> None:

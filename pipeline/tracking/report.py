@@ -15,7 +15,6 @@ import optuna.visualization as plotly_plots
 import optuna.visualization.matplotlib as png_plots
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
-from sklearn.metrics import ConfusionMatrixDisplay
 
 from pipeline.search.study import best_trial
 from pipeline.tracking.tracker import RUN_ID_ATTR, Tracker
@@ -95,6 +94,8 @@ def trials_table(study: optuna.Study) -> str:
 def log_confusion_matrix(client: MlflowClient, run_id: str, scored: Scored, title: str) -> None:
     """The confusion matrix (counts; rows are the true labels) as the PNG artifact `confusion_matrix.png` of "
     "`run_id`."""
+    from sklearn.metrics import ConfusionMatrixDisplay  # half a second of imports, for the final step only
+
     display = ConfusionMatrixDisplay.from_predictions(
         scored.truth,
         scored.predicted,
