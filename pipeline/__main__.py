@@ -36,7 +36,8 @@ def main(cfg: DictConfig):
 
 def _to_log_file(line: str) -> None:
     """The error in the run's own log too (Hydra's file handler), so its directory says why it stopped."""
-    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, line, None, None)
+    # Built by hand, so the masking record factory (secrets.guard_process) never sees it: mask here.
+    record = logging.LogRecord(__name__, logging.ERROR, __file__, 0, secrets.redact(line), None, None)
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.FileHandler):
             handler.handle(record)

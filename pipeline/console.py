@@ -25,7 +25,7 @@ from pipeline.schema import TrackingConfig
 from pipeline.search.internals import OPTIMIZE_LOGGER
 from pipeline.search.resume import ResumableTrials
 from pipeline.training.internals import current_trial, training_done
-from pipeline.training.metrics import F1_METRIC, OBJECTIVE, TEST_METRIC
+from pipeline.training.metrics import OBJECTIVE, said
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +281,7 @@ def summary_table(s: Summary) -> Table:
     if s.best is not None:
         table.add_row("best trial", f"#{s.best.number} {params_text(s.best.params)}")
         table.add_row("validation accuracy", f"{s.best.value:.4f}")
-    table.add_row("test accuracy", f"{s.test_metrics[TEST_METRIC]:.4f} (f1 macro {s.test_metrics[F1_METRIC]:.4f})")
+    table.add_row("test", said(s.test_metrics))
     table.add_row("model", f"{s.model_uri} (champion: version {s.champion})")
     return table
 

@@ -25,7 +25,7 @@ from pipeline.runtime import interrupts, startup
 from pipeline.tracking import internals as mlflow_internals
 from pipeline.tracking import report
 from pipeline.tracking.tracker import ROLE_TAG, ended_as_the_block_ends
-from pipeline.training.metrics import PER_CLASS, TEST_METRIC, Scored, metric_name
+from pipeline.training.metrics import PER_CLASS, TEST_METRIC, Scored, metric_name, said
 
 MODEL_VERSION_TAG = "pipeline.model_version"  # on the evaluation run: models:/NAME/VERSION
 EVALUATION_TAG = "pipeline.evaluation_run"  # on the version: its latest evaluation run
@@ -112,8 +112,7 @@ def summary(uri: str, labelled: Labelled, scored: Scored, metrics: dict[str, flo
     then = f" (test accuracy when registered: {float(recorded):.4f})" if recorded else ""
     lines = [
         f"{uri} on {labelled.source} ({len(labelled.texts)} rows), run on {where}",
-        f"accuracy {metrics['accuracy']:.4f}{then}",
-        f"f1_macro {metrics['f1_macro']:.4f}",
+        f"{said(metrics, prefix='')}{then}",
         f"{'label':<20} {'precision':>9} {'recall':>9} {'f1':>9} {'support':>8}",
     ]
     for label in scored.labels:

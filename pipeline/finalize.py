@@ -27,13 +27,7 @@ from pipeline.tracking.outbox import RunRef
 from pipeline.tracking.provenance import command_line, run_params
 from pipeline.tracking.registry import FinalModel
 from pipeline.tracking.tracker import RUN_ID_ATTR
-from pipeline.training.metrics import (
-    F1_METRIC,
-    OBJECTIVE,
-    TEST_METRIC,
-    Scored,
-    metric_name,
-)
+from pipeline.training.metrics import OBJECTIVE, Scored, metric_name, said
 from pipeline.training.trainer import PipelineTrainer
 
 log = logging.getLogger(__name__)
@@ -119,11 +113,8 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
     (Path(prep.cfg.output_dir) / MODEL_CARD).write_text(text, encoding="utf-8")
     prep.tracker.client.update_model_version(prep.cfg.registry.name, final.version, description=text)
     log.info(
-        "%s=%.4f %s=%.4f; registered %s; %s is version %s",
-        TEST_METRIC,
-        metrics[TEST_METRIC],
-        F1_METRIC,
-        metrics[F1_METRIC],
+        "test %s; registered %s; %s is version %s",
+        said(metrics),
         final.model_uri,
         prep.cfg.registry.alias,
         final.champion,
@@ -135,6 +126,7 @@ def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer
     """A Trainer holding the final model: the best trial's kept weights, else trained with its params."""
     if best.checkpoint is not None:
         trainer = prep.trainer(best.params, [])
+        console.use_bars_only(trainer)  # off a terminal, no prediction bar on the test split either
         trainer.model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint).to(trainer.args.device)
         return trainer
     callbacks = [
@@ -174,8 +166,7 @@ def model_card(prep: Prepared, params: dict, validation: float | None, metrics: 
         "- hyperparameters: " + (", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "conf/trainer's values"),
         "",
         "## Scores",
-        (f"- validation accuracy {validation:.4f}; " if validation is not None else "- ")
-        + f"test accuracy {metrics[TEST_METRIC]:.4f}, macro-F1 {metrics[F1_METRIC]:.4f}",
+        (f"- validation accuracy {validation:.4f}; " if validation is not None else "- ") + f"test {said(metrics)}",
         "",
         "| label | precision | recall | F1 | support |",
         "| --- | --- | --- | --- | --- |",

@@ -28,8 +28,10 @@ class BestJob(Callback):
         if not self.jobs:
             return
         model, study_name, final = max(self.jobs, key=lambda job: job[2].validation)
+        low, high = (final.metrics.get(f"test_accuracy_{end}") for end in ("low", "high"))
+        interval = f" (95% {low:.4f}-{high:.4f})" if low is not None else ""  # none from a version of before
         print(
             f"multirun: best job of {len(self.jobs)}: model={model} study={study_name} validation accuracy "
-            f"{final.validation:.4f}, test accuracy {final.test_accuracy:.4f} ({final.model_uri})",
+            f"{final.validation:.4f}, test accuracy {final.test_accuracy:.4f}{interval}, {final.model_uri}",
             flush=True,
         )

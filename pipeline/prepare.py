@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from pipeline import console
 from pipeline.data.fingerprint import identify
 from pipeline.data.read import label_names
-from pipeline.data.splits import load_splits, tokenize
+from pipeline.data.splits import Duplicates, drop_duplicates, find_duplicates, load_splits, tokenize
 from pipeline.runtime import distributed
 from pipeline.schema import Mode, check_config
 from pipeline.search.space import Param, load_space, seeded_model_init
@@ -40,6 +40,7 @@ class Prepared:
     data_fingerprint: str  # data/fingerprint.py's fingerprint of the splits
     split_digests: dict[str, str]  # each split's content digest
     tracker: Tracker  # rank 0's; under torchrun the other ranks write nowhere
+    duplicates: Duplicates  # texts in more than one split, counted before any were dropped
 
     def trainer(
         self, params: dict[str, Any], callbacks: list, output_dir: Path | None = None, resumer: Resumer | None = None
@@ -65,6 +66,10 @@ def prepare(cfg: DictConfig) -> Prepared:
     tokenizer.model_max_length = cfg.dataset.max_length  # saved with the model: predicting truncates as training did
     model.check_max_length(cfg.model, cfg.dataset.max_length)
     splits = load_splits(cfg.dataset, cfg.seed)
+    duplicates = find_duplicates(splits)
+    duplicates.warn(cfg.dataset.drop_duplicates)
+    if cfg.dataset.drop_duplicates:
+        splits = drop_duplicates(splits)
     labels = label_names(splits)
     model_init = model.make_model_init(cfg.model, labels)
     # Only now write anything: bad input above leaves no experiment, study or run behind.
@@ -75,5 +80,5 @@ def prepare(cfg: DictConfig) -> Prepared:
     tokenized = tokenize(splits, tokenizer, cfg.dataset.max_length)
     log.info("data: %s; labels: %s", {k: len(v) for k, v in splits.items()}, labels)
     return Prepared(
-        cfg, space, tokenizer, tokenized, labels, model_init, identity.fingerprint, identity.splits, tracker
+        cfg, space, tokenizer, tokenized, labels, model_init, identity.fingerprint, identity.splits, tracker, duplicates
     )

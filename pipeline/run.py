@@ -36,6 +36,7 @@ def run_train(prep: Prepared) -> FinalModel | None:
     run_id = tracker.new_run(f"train-{prep.cfg.model.name}", "train")
     with tracker.running(run_id):
         provenance.record(tracker, run_id, prep.cfg, prep.split_digests)
+        tracker.log_metrics(run_id, prep.duplicates.metrics())
         final = finalize.train_and_register(prep, BestTrial(), run_id)
     if final is not None:
         steps = console.next_commands(prep.cfg, final.model_uri, final.version, final.champion)
@@ -83,6 +84,7 @@ def study_run(prep: Prepared, trials: optuna.Study | None) -> Iterator[str]:
     parent = tracker.study_run(prep.cfg.search.study_name)
     with tracker.running(parent):
         provenance.record(tracker, parent, prep.cfg, prep.split_digests)
+        tracker.log_metrics(parent, prep.duplicates.metrics())
         if trials is not None:
             study.fail_stale_trials(trials)  # trials of a killed worker, once its heartbeat is past grace_period
             resume.drop_states(trials, resume.states_dir(prep.cfg.search.checkpoint_dir))

@@ -69,6 +69,11 @@ class DatasetConfig:
     max_train_samples: Optional[int] = key(None, "a stratified cap on the training rows")
     max_eval_samples: Optional[int] = key(None, "a stratified cap on the validation and test rows each")
     max_length: int = key(128, "truncation, in tokens; padding is per batch")
+    drop_duplicates: bool = key(
+        False,
+        "remove from train the texts that also occur in validation or test, and from validation those in test "
+        "(each run counts them either way: a warning, and `duplicates_*` metrics on its MLflow run)",
+    )
 
 
 @dataclass

@@ -36,6 +36,24 @@ def _empty_caches():
     shutil.rmtree(CACHE_DIR, ignore_errors=True)
 
 
+SESSION_ENV = dict(os.environ)
+
+
+def _restore_session_env() -> None:
+    for key in set(os.environ) - set(SESSION_ENV) - {"PYTEST_CURRENT_TEST"}:  # pytest's own, kept
+        del os.environ[key]
+    os.environ.update(SESSION_ENV)
+
+
+@pytest.fixture(autouse=True)
+def _environment_as_at_start():
+    """Each test runs in the session's starting environment: mlflow.set_tracking_uri exports
+    MLFLOW_TRACKING_URI, which conf/ reads, so a module fixture's search made its store the next test's default."""
+    _restore_session_env()  # what a module or session fixture exported
+    yield
+    _restore_session_env()
+
+
 # A shell starts background jobs (`cmd &`, nohup) with SIGINT ignored, and children inherit that. The
 # interrupt tests send SIGINT to this process and to the entry points it starts, so give it back
 # Python's handler: the tests then behave the same however pytest was launched.
@@ -104,16 +122,14 @@ def runs_by_role(client: MlflowClient, role: str, experiment: str = "ag_news") -
 
 def run_entry_point(monkeypatch, capsys, cwd: Path, *overrides: str) -> tuple[int, str]:
     """`python -m pipeline OVERRIDES` run in this process, in `cwd` (what `python -m pipeline` runs, without a
-    new process's 10 s of imports); (exit code, stderr)."""
+    new process's 10 s of imports); (exit code, stderr). No `error:` line may reach stdout."""
     from pipeline.__main__ import cli, main
 
     monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["pipeline", *overrides])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # cli() sets it to 1; restored after the test
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as pipeline_env() does for the subprocesses
-    # mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI, which conf/ reads: unset again after the test.
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # conf/ reads it
     # As under `python -m pipeline`, where the module is __main__: Hydra then finds conf/ beside the file.
     monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
     GlobalHydra.instance().clear()
@@ -124,4 +140,7 @@ def run_entry_point(monkeypatch, capsys, cwd: Path, *overrides: str) -> tuple[in
             cli()
     finally:
         signal.signal(signal.SIGTERM, term)
-    return exited.value.code, capsys.readouterr().err
+    said = capsys.readouterr()
+    # One error line, on stderr: a library's own error log line (datasets' did) would make two.
+    assert not [line for line in said.out.splitlines() if line.startswith("error:")], said.out[-2000:]
+    return exited.value.code, said.err

@@ -4,6 +4,7 @@ it on new labelled rows (an MLflow evaluation run linked to the version), and se
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -260,7 +261,9 @@ def test_evaluate_logs_an_evaluation_run_linked_to_the_version(champion, tmp_pat
         module="pipeline.evaluate",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "test accuracy when registered" in result.stdout and "f1_macro" in result.stdout
+    assert "test accuracy when registered" in result.stdout
+    # 9 rows: a wide interval, said beside the score.
+    assert re.search(r"accuracy [\d.]+ \(95% [\d.]+-[\d.]+, 9 rows\), f1 macro [\d.]+ \([\d.]+-[\d.]+\)", result.stdout)
     assert "Inferred schema contains integer" not in result.stderr, result.stderr  # MLflow's hint on the id column
     version = client.get_model_version_by_alias("local", "champion")
     run = client.get_run(version.tags[EVALUATION_TAG])
@@ -268,6 +271,8 @@ def test_evaluate_logs_an_evaluation_run_linked_to_the_version(champion, tmp_pat
     assert run.data.tags[MODEL_VERSION_TAG] == f"models:/local/{version.version}"
     assert run.info.experiment_id == client.get_run(version.run_id).info.experiment_id
     assert {"accuracy", "f1_macro", *(f"f1_{label}" for label in LABELS)} <= set(run.data.metrics)
+    assert run.data.metrics["accuracy_low"] <= run.data.metrics["accuracy"] <= run.data.metrics["accuracy_high"]
+    assert run.data.metrics["rows"] == 9
     assert run.data.metrics["support_money"] == 3 and run.data.params["quantized"] == "false"
     device = "cuda:0" if torch.cuda.is_available() else "cpu"  # --device auto
     assert run.data.params["device"].startswith(f"{device} (") and f"run on {device} (" in result.stdout

@@ -25,7 +25,7 @@ from pipeline.data.read import (
     read_ag_news_csv,
     unescape_ag_news,
 )
-from pipeline.data.splits import _stratified_split, load_splits, tokenize
+from pipeline.data.splits import Duplicates, _stratified_split, drop_duplicates, find_duplicates, load_splits, tokenize
 from pipeline.errors import PipelineError
 from tests.conftest import compose_config
 
@@ -314,3 +314,41 @@ def test_the_content_fingerprint_keeps_its_value_so_recorded_studies_and_version
     assert identity.fingerprint == fingerprint(splits)
     assert identity.fingerprint == "sha256:8a7b3d4322b1497eb74235a9bf8edfc3e1c4364fc1af35f3ccd8c22c687470c8"
     assert sorted(identity.splits) == ["test", "train"] and len(set(identity.splits.values())) == 2
+
+
+def labelled(rows: list[tuple[str, int]]) -> Dataset:
+    features = Features(text=Value("string"), label=ClassLabel(names=["a", "b"]))
+    return Dataset.from_dict({"text": [t for t, _ in rows], "label": [y for _, y in rows]}, features=features)
+
+
+def test_texts_in_more_than_one_split_are_counted_exactly_and_dropped_from_train_and_validation_only():
+    splits = DatasetDict(
+        train=labelled([("t0", 0), ("t1", 1), ("v0", 0), ("x", 0), ("x", 1), ("y", 1), ("y", 1), ("s0", 0)]),
+        validation=labelled([("v0", 0), ("v1", 1), ("s1", 1)]),
+        test=labelled([("s0", 0), ("s1", 1), ("s2", 0), ("s0", 0)]),
+    )
+    found = find_duplicates(splits)
+    # v0 in both; s0 twice in test and once in train; s1 in validation; x under two labels (y twice, one label).
+    assert found == Duplicates(validation_in_train=1, test_in_train=2, test_in_validation=1, conflicting_in_train=1)
+    assert found.metrics()["duplicates_test_in_train"] == 2.0
+    dropped = drop_duplicates(splits)
+    assert dropped["train"]["text"] == ["t0", "t1", "x", "x", "y", "y"]
+    assert dropped["validation"]["text"] == ["v0", "v1"] and dropped["test"]["text"] == splits["test"]["text"]
+    assert find_duplicates(dropped) == Duplicates(0, 0, 0, conflicting_in_train=1)
+
+
+def test_a_run_on_files_with_planted_duplicates_warns_and_drops_them_when_asked(tmp_path, caplog):
+    train = pd.DataFrame({"text": [f"row {i}" for i in range(60)], "label": ["ab"[i % 2] for i in range(60)]})
+    test = pd.DataFrame({"text": [f"row {i}" for i in range(5)] + [f"new {i}" for i in range(15)]})
+    test["label"] = ["ab"[i % 2] for i in range(20)]
+    train.to_csv(tmp_path / "train.csv", index=False)
+    test.to_csv(tmp_path / "test.csv", index=False)
+    files = ["dataset=local", f"dataset.train_file={tmp_path}/train.csv", f"dataset.test_file={tmp_path}/test.csv"]
+    splits = load_splits(dataset_cfg(*files), 42)
+    found = find_duplicates(splits)
+    assert found.test_in_train + found.test_in_validation == 5  # each planted text is in train or validation
+    with caplog.at_level("WARNING"):
+        found.warn(dropping=False)
+    assert "5 test texts also occur in train or validation: test accuracy would be optimistic" in caplog.text
+    dropped = drop_duplicates(splits)
+    assert len(dropped["train"]) + len(dropped["validation"]) == 55 and len(dropped["test"]) == 20

@@ -86,7 +86,9 @@ def test_a_multirun_run_twice_continues_each_of_its_studies(tmp_path):
         assert result.returncode == 0, result.stderr[-3000:]
         (best,) = [line for line in result.stdout.splitlines() if line.startswith("multirun: best job of 2: model=")]
         assert re.search(
-            r"study=local-(tiny|minilm) validation accuracy [\d.]+, test accuracy [\d.]+ \(models:/local/\d+\)", best
+            r"study=local-(tiny|minilm) validation accuracy [\d.]+, test accuracy [\d.]+ \(95% [\d.]+-[\d.]+\), "
+            r"models:/local/\d+$",
+            best,
         )
     for study_name in ("local-tiny", "local-minilm"):
         study = default_study(work, study_name)

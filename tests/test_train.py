@@ -22,7 +22,7 @@ from pipeline.search.space import parse_param
 from pipeline.tracking.callbacks import GPU_PEAK_METRIC, system_metrics
 from pipeline.training import internals, model
 from pipeline.training.args import training_args
-from pipeline.training.metrics import PER_CLASS, Scored, headline
+from pipeline.training.metrics import PER_CLASS, Scored, bootstrap_f1_macro, headline, wilson
 from pipeline.training.sampling import ShuffledLengthBatches, length_grouped_or_random
 from pipeline.training.trainer import build_trainer, nudged_embeddings
 from tests.conftest import compose_config
@@ -201,3 +201,31 @@ def test_scores_equal_scikit_learns_on_random_labels_with_missing_and_unseen_cla
         expected = precision_recall_fscore_support(truth, predicted, labels=labels, zero_division=0)
         for kind, values in zip(PER_CLASS, expected):
             assert [per_class[f"{kind}_{label}"] for label in labels] == pytest.approx(list(values)), (case, kind)
+
+
+def test_the_accuracy_interval_is_wilsons_as_computed_by_hand():
+    # 169 of 200: p = 0.845, z = 1.96; centre (p + z²/2n) / (1 + z²/n) = 0.838494,
+    # half-width z·sqrt(p(1-p)/n + z²/4n²) / (1 + z²/n) = 0.050105.
+    assert wilson(169, 200) == pytest.approx((0.788389, 0.888599), abs=1e-5)
+    assert wilson(0, 10) == pytest.approx((0.0, 0.277533), abs=1e-5)  # never outside [0, 1], never empty
+    assert wilson(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_the_f1_interval_is_a_bootstrap_over_rows():
+    """Drawn over the confusion matrix's cells: the same as resampling rows, checked against a row bootstrap."""
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(1)
+    truth = rng.integers(0, 4, 1600).astype(str)
+    predicted = np.where(rng.random(1600) < 0.85, truth, rng.integers(0, 4, 1600).astype(str))
+    rows = np.random.default_rng(5)
+    by_rows = [
+        f1_score(truth[i], predicted[i], average="macro", labels=np.unique(truth), zero_division=0)
+        for i in (rows.integers(0, 1600, 1600) for _ in range(400))
+    ]
+    low, high = bootstrap_f1_macro(truth, predicted)
+    assert (low, high) == pytest.approx(tuple(np.percentile(by_rows, [2.5, 97.5])), abs=0.005)
+    assert low < headline(truth, predicted)["f1_macro"] < high
+    assert bootstrap_f1_macro(truth, predicted) == (low, high)  # seeded: the same rows, the same interval
+    scored = Scored(["0", "1", "2", "3"], list(truth), list(predicted)).metrics("test_")
+    assert scored["test_rows"] == 1600 and scored["test_f1_macro_low"] == low

@@ -128,6 +128,9 @@ def test_parent_run_holds_plots_trials_table_best_params_and_confusion_matrix(se
     assert best["params"] == study.best_trial.params and best["trial"] == study.best_trial.number
     assert parent.data.tags["pipeline.model_uri"] == "models:/ag_news/1"
     assert {"test_accuracy", "test_f1_macro", "best_eval_accuracy"} <= set(parent.data.metrics)
+    assert {"test_accuracy_low", "test_accuracy_high", "test_rows", "duplicates_test_in_train"} <= set(
+        parent.data.metrics
+    )
 
 
 @pytest.mark.slow
@@ -141,10 +144,11 @@ def test_terminal_shows_a_line_per_trial_and_a_summary(searched):
         assert re.search(r"\| (complete|pruned) in \d+:\d\d \| elapsed \d+:\d\d, ~\d+:\d\d left", line)
     assert "~0:00 left" in lines[-1]
     summary = done.stdout[done.stdout.index("pipeline summary") :]
+    # The test score with its 95% interval and the rows it was counted on (TINY: 40 test rows).
+    assert re.search(r"│ test +│ accuracy [\d.]+ \(95% [\d.]+-[\d.]+, 40 rows\), f1 macro [\d.]+ \(", summary), summary
     for expected in (
         "3 trials",
         "validation accuracy",
-        "test accuracy",
         "models:/ag_news/1",
         "mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db",
         "optuna-dashboard sqlite:///mlruns/optuna.db",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import asdict, dataclass
 
 import numpy as np
 from datasets import Dataset, DatasetDict
@@ -41,6 +42,67 @@ def load_splits(cfg: DatasetConfig, seed: int) -> DatasetDict:
             ", ".join(repr(names[i]) for i in missing),
         )
     return splits
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    """Texts in more than one split (the same joined text, exactly), and texts of train with more than one
+    label: a test text also in train makes test accuracy optimistic."""
+
+    validation_in_train: int  # validation rows whose text is also in train
+    test_in_train: int
+    test_in_validation: int
+    conflicting_in_train: int  # distinct train texts that carry two labels or more
+
+    def metrics(self) -> dict[str, float]:
+        return {f"duplicates_{name}": float(value) for name, value in asdict(self).items()}
+
+    def warn(self, dropping: bool) -> None:
+        said = {"test": self.test_in_train + self.test_in_validation, "validation": self.validation_in_train}
+        for split, count in said.items():
+            if count:
+                log.warning(
+                    "%d %s texts also occur in %s: %s",
+                    count,
+                    split,
+                    "train" if split == "validation" else "train or validation",
+                    "removed from train and validation (dataset.drop_duplicates=true)"
+                    if dropping
+                    else f"{split} accuracy would be optimistic; dataset.drop_duplicates=true removes them from train "
+                    "and validation",
+                )
+        if self.conflicting_in_train:
+            log.warning("%d texts occur in train with more than one label", self.conflicting_in_train)
+
+
+def find_duplicates(splits: DatasetDict) -> Duplicates:
+    texts = {name: _texts(ds) for name, ds in splits.items()}
+    train, validation, test = (set(texts[name]) for name in ("train", "validation", "test"))
+    labels_of: dict[str, set[int]] = {}
+    for text, label in zip(texts["train"], _labels(splits["train"]).tolist()):
+        labels_of.setdefault(text, set()).add(label)
+    return Duplicates(
+        validation_in_train=sum(t in train for t in texts["validation"]),
+        test_in_train=sum(t in train for t in texts["test"]),
+        test_in_validation=sum(t in validation for t in texts["test"]),
+        conflicting_in_train=sum(len(found) > 1 for found in labels_of.values()),
+    )
+
+
+def drop_duplicates(splits: DatasetDict) -> DatasetDict:
+    """Train without the texts of validation and test, validation without those of test; test as it is
+    (the held-out rows are never chosen from)."""
+    later = {"train": ("validation", "test"), "validation": ("test",)}
+    kept = dict(splits)
+    for name, others in later.items():
+        seen = set().union(*(_texts(splits[other]) for other in others))
+        rows = [i for i, text in enumerate(_texts(splits[name])) if text not in seen]
+        kept[name] = splits[name].select(rows, new_fingerprint=internals.cache_key(splits[name], "dedup", rows))
+    return DatasetDict(kept)
+
+
+def _texts(ds: Dataset) -> list[str]:
+    return [text for batch in batches(ds, ["text"]) for text in batch.column("text").to_pylist()]
 
 
 def tokenize(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:

@@ -16,10 +16,11 @@ from pipeline.runtime import interrupts
 from pipeline.schema import RegistryConfig
 from pipeline.tracking.internals import duplicate_key
 from pipeline.tracking.tracker import Tracker
-from pipeline.training.metrics import F1_METRIC, TEST_METRIC
+from pipeline.training.metrics import F1_METRIC, INTERVALS, TEST_METRIC
 from pipeline.training.trainer import PipelineTrainer
 
 PER_CLASS_TAGS = ("test_precision_", "test_recall_", "test_f1_")  # also on each version, as tags
+INTERVAL_TAGS = tuple(f"test_{name}" for name in INTERVALS)  # each test score's 95% interval, and its rows
 # On a version registered from a search: its best trial's MLflow run, unique even if the study is recreated.
 TRIAL_RUN_TAG = "pipeline.trial_run_id"
 # On every version: the fingerprint of the splits it was trained and scored on (data.fingerprint).
@@ -69,7 +70,7 @@ def register(
             F1_METRIC: str(metrics[F1_METRIC]),
             DATA_TAG: source.data_fingerprint,
         }
-        tags |= {k: str(v) for k, v in metrics.items() if k.startswith(PER_CLASS_TAGS)}
+        tags |= {k: str(v) for k, v in metrics.items() if k.startswith(PER_CLASS_TAGS) or k in INTERVAL_TAGS}
         if trial_run_id:
             tags[TRIAL_RUN_TAG] = trial_run_id
         registered = mlflow.register_model(logged_uri, name, tags=tags)
@@ -135,7 +136,8 @@ def registered_from(tracker: Tracker, cfg: RegistryConfig, trial_run_id: str | N
     if not found:
         return None
     version = min(found, key=lambda v: int(v.version))
-    metrics = {key: float(version.tags[key]) for key in (TEST_METRIC, F1_METRIC)}  # tagged together
+    # Tagged together; the intervals only since they were recorded.
+    metrics = {key: float(version.tags[key]) for key in (TEST_METRIC, F1_METRIC, *INTERVAL_TAGS) if key in version.tags}
     model_uri = f"models:/{name}/{version.version}"
     # What a final step killed after registering left unwritten.
     if RUN_ID_TAG not in version.tags:
