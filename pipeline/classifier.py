@@ -6,14 +6,17 @@ probability for each text. Also the options that load and apply it, which `pipel
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import transformers
 from tqdm.auto import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
@@ -94,6 +97,8 @@ def load(
     target = device_for(device, quantize)
     dtype = _dtype(precision_choice, target)
     precision.attention_without_cudnn()  # texts batched by length: a new length nearly every batch
+    if not sys.stderr.isatty():  # "Loading weights" redrawn as lines in a log or a pipe
+        transformers.utils.logging.disable_progress_bar()
     if Path(uri).is_dir():
         model, tokenizer = AutoModelForSequenceClassification.from_pretrained(uri), AutoTokenizer.from_pretrained(uri)
     elif uri.startswith(("models:/", "runs:/")):
@@ -129,6 +134,7 @@ def _from_mlflow(uri: str, tracking_uri: str):
     import mlflow
 
     check_store(tracking_uri)
+    logging.getLogger("mlflow.transformers").setLevel(logging.WARNING)  # "... resolved as file:///..." per load
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     try:

@@ -158,6 +158,7 @@ def test_predict_prints_a_label_and_its_score_per_text_on_the_command_line(champ
     result = predict(work, CHAMPION, "match goal team tonight", "bank market shares fall", "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"{CHAMPION} on cpu (" in result.stderr  # where it ran, beside the rows, not among them
+    assert "Loading weights" not in result.stderr and "resolved as" not in result.stderr  # a pipe: no bars, no INFO
     lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
     assert len(lines) == 2 and all(label in LABELS and 0 < float(score) <= 1 for label, score in lines)
 
