@@ -93,10 +93,11 @@ def drop_duplicates(splits: DatasetDict) -> DatasetDict:
     """Train without the texts of validation and test, validation without those of test; test as it is
     (the held-out rows are never chosen from)."""
     later = {"train": ("validation", "test"), "validation": ("test",)}
+    texts = {name: _texts(ds) for name, ds in splits.items()}  # each split read once
     kept = dict(splits)
     for name, others in later.items():
-        seen = set().union(*(_texts(splits[other]) for other in others))
-        rows = [i for i, text in enumerate(_texts(splits[name])) if text not in seen]
+        seen = set().union(*(texts[other] for other in others))
+        rows = [i for i, text in enumerate(texts[name]) if text not in seen]
         kept[name] = splits[name].select(rows, new_fingerprint=internals.cache_key(splits[name], "dedup", rows))
     return DatasetDict(kept)
 

@@ -55,8 +55,12 @@ def intervals(truth, predicted) -> dict[str, float]:
     truth, predicted = np.asarray(truth), np.asarray(predicted)
     low, high = wilson(int(np.sum(truth == predicted)), len(truth))
     f1_low, f1_high = bootstrap_f1_macro(truth, predicted)
-    return {"accuracy_low": low, "accuracy_high": high, "f1_macro_low": f1_low, "f1_macro_high": f1_high} | {
-        "rows": float(len(truth))
+    return {
+        "accuracy_low": low,
+        "accuracy_high": high,
+        "f1_macro_low": f1_low,
+        "f1_macro_high": f1_high,
+        "rows": float(len(truth)),
     }
 
 
