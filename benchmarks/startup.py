@@ -1,5 +1,5 @@
 """Cold start: seconds from a command's start to its first useful output, against the floor of what it must
-import. `python -m pipeline.predict DIR "one text"` and `python -m pipeline.predict models:/NAME@champion "one
+import. `python -m pipeline.predict DIR "one text"` and `python -m pipeline.predict models:/NAME/1 "one
 text"` to the printed label; `python -m pipeline` (model=tiny, 1 trial) to its first trial's first epoch line.
 The baseline, run in the same script: a process that only imports transformers and loads the same model
 directory (`floor`), below which no command that runs a transformers model can start.
@@ -69,7 +69,7 @@ def main() -> None:
     # A registered model for the models:/ route: one whole search, once.
     seconds_to(search, work)
     found["predict_registry"] = statistics.median(
-        seconds_to([*predict, "models:/ag_news@champion", "one text"], work) for _ in range(repeats)
+        seconds_to([*predict, "models:/ag_news/1", "one text"], work) for _ in range(repeats)
     )
     rows = [{"command": name, "seconds": s, "x_floor": s / found["floor"]} for name, s in found.items()]
     print(f"{harness.machine()}; median of {repeats}")

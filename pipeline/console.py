@@ -263,11 +263,12 @@ class Summary:
     study: optuna.Study | None
     test_metrics: dict[str, float]
     model_uri: str
-    champion: str
+    champion: str | None
     tracking_uri: str
     storage: str | None = None
     best: optuna.trial.FrozenTrial | None = None
     next_steps: list[str] = field(default_factory=list)  # `next_commands`'s, printed last
+    decision: str | None = None  # the champion rule's line on this version
 
 
 def summary_table(s: Summary) -> Table:
@@ -282,7 +283,10 @@ def summary_table(s: Summary) -> Table:
         table.add_row("best trial", f"#{s.best.number} {params_text(s.best.params)}")
         table.add_row("validation accuracy", f"{s.best.value:.4f}")
     table.add_row("test", said(s.test_metrics))
-    table.add_row("model", f"{s.model_uri} (champion: version {s.champion})")
+    held = f"champion: version {s.champion}" if s.champion else "no champion"
+    table.add_row("model", f"{s.model_uri} ({held})")
+    if s.decision:
+        table.add_row("registry", s.decision)
     return table
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from transformers import AutoModelForSequenceClassification
 from transformers.trainer_utils import PredictionOutput
@@ -24,6 +25,7 @@ from pipeline.search.study import best_trial
 from pipeline.tracking import registry, report
 from pipeline.tracking.callbacks import EpochMetrics
 from pipeline.tracking.outbox import RunRef
+from pipeline.tracking.promotion import Answers, against_majority
 from pipeline.tracking.provenance import command_line, run_params
 from pipeline.tracking.registry import FinalModel
 from pipeline.tracking.tracker import RUN_ID_ATTR
@@ -98,28 +100,36 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
     prediction = predict_test(trainer, prep)
     if not distributed.is_main():
         return None
-    scored = Scored(
-        prep.labels,
-        *([prep.labels[i] for i in ids] for ids in (prediction.label_ids, prediction.predictions.argmax(-1))),
-    )
-    metrics = {"test_loss": prediction.metrics["test_loss"], **scored.metrics("test_")}
-    title = f"model={prep.cfg.model.name} on the test split ({len(scored.truth)} rows)"
+    scores = test_scores(prep, prediction)
+    title = f"model={prep.cfg.model.name} on the test split ({len(prep.test_rows)} rows)"
+    scored = Scored(prep.labels, scores.answers.truth, scores.answers.predicted)
     report.log_confusion_matrix(prep.tracker.client, run_id, scored, title)
     source = registry.Source(run_id, prep.data_fingerprint, best.run_id)
     # The weights are kept once, in MLflow (and the best trial's checkpoint): no copy under outputs/.
-    final = registry.register(trainer, metrics, prep.tracker, prep.cfg.registry, source)
-    text = model_card(prep, best.params, best.value, metrics)
+    final = registry.register(trainer, scores, prep.tracker, prep.cfg.registry, source)
+    metrics = scores.metrics
+    text = model_card(prep, best.params, best.value, scores, final.decision)
     Path(prep.cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(prep.cfg.output_dir) / MODEL_CARD).write_text(text, encoding="utf-8")
     prep.tracker.client.update_model_version(prep.cfg.registry.name, final.version, description=text)
-    log.info(
-        "test %s; registered %s; %s is version %s",
-        said(metrics),
-        final.model_uri,
-        prep.cfg.registry.alias,
-        final.champion,
-    )
+    log.info("test %s; registered %s", said(metrics), final.model_uri)
+    log.info("%s", final.decision)
     return final
+
+
+def test_scores(prep: Prepared, prediction: PredictionOutput) -> registry.Scores:
+    """The test split's metrics, each row's answer and its score, and the majority-class baseline's
+    comparison."""
+    probabilities = softmax(prediction.predictions)
+    truth, predicted = ([prep.labels[i] for i in ids] for ids in (prediction.label_ids, probabilities.argmax(-1)))
+    answers = Answers(prep.test_rows, truth, predicted, probabilities.max(-1).tolist())
+    metrics = {"test_loss": prediction.metrics["test_loss"], **Scored(prep.labels, truth, predicted).metrics("test_")}
+    return registry.Scores(metrics, answers, prep.majority, against_majority(answers, prep.majority))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
 
 
 def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer:
@@ -145,11 +155,14 @@ def predict_test(trainer: PipelineTrainer, prep: Prepared) -> PredictionOutput:
     return trainer.predict(prep.tokenized["test"], metric_key_prefix="test")
 
 
-def model_card(prep: Prepared, params: dict, validation: float | None, metrics: dict[str, float]) -> str:
+def model_card(
+    prep: Prepared, params: dict, validation: float | None, scores: registry.Scores, decision: str | None
+) -> str:
     """The model card: what a registered version is, what it was trained and scored on, and how well it does
     (the version's description in MLflow, and `model_card.md` in the run's outputs/ directory). Markdown for a
-    version trained with `params` (validation accuracy `validation`) and scored `metrics`."""
-    cfg, described = prep.cfg, run_params(prep.cfg)
+    version trained with `params` (validation accuracy `validation`), scored `scores`, and the champion rule's
+    `decision` on it."""
+    cfg, described, metrics, baseline = prep.cfg, run_params(prep.cfg), scores.metrics, scores.baseline
     rows = {split: len(ds) for split, ds in prep.tokenized.items()}
     lines = [
         f"# {cfg.registry.name}: text classification",
@@ -167,6 +180,9 @@ def model_card(prep: Prepared, params: dict, validation: float | None, metrics: 
         "",
         "## Scores",
         (f"- validation accuracy {validation:.4f}; " if validation is not None else "- ") + f"test {said(metrics)}",
+        f"- against answering {scores.majority!r} (the training split's most common label) on every test row: "
+        f"{baseline.points:+.1f} points, p={baseline.p_value:.2g} (one-sided exact McNemar test)",
+        f"- registry: {decision}",
         "",
         "| label | precision | recall | F1 | support |",
         "| --- | --- | --- | --- | --- |",

@@ -16,11 +16,20 @@ from omegaconf import DictConfig
 from pipeline import console
 from pipeline.data.fingerprint import identify
 from pipeline.data.read import label_names
-from pipeline.data.splits import Duplicates, drop_duplicates, find_duplicates, load_splits, tokenize
+from pipeline.data.splits import (
+    Duplicates,
+    drop_duplicates,
+    find_duplicates,
+    load_splits,
+    majority_class,
+    texts,
+    tokenize,
+)
 from pipeline.runtime import distributed
 from pipeline.schema import Mode, check_config
 from pipeline.search.space import Param, load_space, seeded_model_init
 from pipeline.tracking import registry
+from pipeline.tracking.promotion import row_ids
 from pipeline.tracking.tracker import Tracker, open_tracker
 from pipeline.training import model
 from pipeline.training.args import training_args
@@ -41,6 +50,8 @@ class Prepared:
     split_digests: dict[str, str]  # each split's content digest
     tracker: Tracker  # rank 0's; under torchrun the other ranks write nowhere
     duplicates: Duplicates  # texts in more than one split, counted before any were dropped
+    test_rows: list[str]  # each test row's name (promotion.row_ids), for comparing versions row by row
+    majority: str  # the training split's most common label: the baseline every model must beat
 
     def trainer(
         self, params: dict[str, Any], callbacks: list, output_dir: Path | None = None, resumer: Resumer | None = None
@@ -80,5 +91,16 @@ def prepare(cfg: DictConfig) -> Prepared:
     tokenized = tokenize(splits, tokenizer, cfg.dataset.max_length)
     log.info("data: %s; labels: %s", {k: len(v) for k, v in splits.items()}, labels)
     return Prepared(
-        cfg, space, tokenizer, tokenized, labels, model_init, identity.fingerprint, identity.splits, tracker, duplicates
+        cfg,
+        space,
+        tokenizer,
+        tokenized,
+        labels,
+        model_init,
+        identity.fingerprint,
+        identity.splits,
+        tracker,
+        duplicates,
+        row_ids(texts(splits["test"])),
+        labels[majority_class(splits["train"])],
     )

@@ -41,7 +41,9 @@ def run_train(prep: Prepared) -> FinalModel | None:
     if final is not None:
         steps = console.next_commands(prep.cfg, final.model_uri, final.version, final.champion)
         console.print_summary(
-            console.Summary(None, final.metrics, final.model_uri, final.champion, tracker.uri, next_steps=steps)
+            console.Summary(
+                None, final.metrics, final.model_uri, final.champion, tracker.uri, None, None, steps, final.decision
+            )
         )
     return final
 
@@ -149,5 +151,6 @@ def print_summary(prep: Prepared, trials: optuna.Study | None, final: FinalModel
         prep.cfg.search.storage,
         study.best_trial(trials),
         console.next_commands(prep.cfg, final.model_uri, final.version, final.champion),
+        final.decision,
     )
     console.print_summary(summary)

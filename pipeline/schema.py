@@ -41,6 +41,11 @@ class Pruner(str, Enum):
     none = "none"
 
 
+class Promotion(str, Enum):
+    significant = "significant"  # the alias moves on a significant gain on the same test rows
+    better = "better"  # on any gain in test accuracy
+
+
 class Sampler(str, Enum):
     tpe = "tpe"
     random = "random"
@@ -139,7 +144,16 @@ class RegistryConfig:
     name: str = key(
         help="the registered model", shown="the experiment's name, plus `-train<N>` / `-eval<N>` on capped rows"
     )
-    alias: str = key("champion", "the alias that moves to a version only when it beats the holder's test accuracy")
+    alias: str = key(
+        "champion", "the alias: it moves to a newer version only when that beats the holder (`registry.promotion`)"
+    )
+    promotion: Promotion = key(
+        Promotion.significant,
+        "`significant`: the alias moves only when the newer version gets significantly more of the same test rows "
+        "right (one-sided exact McNemar test at `registry.alpha`); `better`: on any gain in test accuracy. Either "
+        "way, a version no better than answering the majority class never takes it (docs/uncertainty.md)",
+    )
+    alpha: float = key(0.05, "the significance level of `registry.promotion=significant` and of the baseline check")
 
 
 @dataclass
@@ -293,6 +307,7 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("search.grace_period", lambda v: v > 0, "a positive number of seconds"),
     ("search.storage_retry_s", lambda v: v > 0, "a positive number of seconds"),
     ("tracking.max_outage_s", lambda v: v >= 0, "0 or more seconds"),
+    ("registry.alpha", lambda v: 0 < v < 1, "a probability above 0 and below 1, e.g. 0.05"),
 )
 
 

@@ -7,6 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from devtools.commands import pipeline_env, tracking_uri
 from pipeline.tracking.tracker import ROLE_TAG
+from tests.conftest import champion_by_the_rule
 from tests.test_own_csv import command, write_reviews
 
 pytestmark = pytest.mark.slow  # servers, faults, or trainings of 20 s and more
@@ -48,5 +49,4 @@ def test_torchrun_run_twice_trains_one_model_on_two_cpu_processes_each_time(tmp_
             ]
         versions = client.search_model_versions("name = 'local'")
         assert len(versions) == attempt and len({v.tags["pipeline.data"] for v in versions}) == 1
-        champion = client.get_model_version_by_alias("local", "champion")
-        assert float(champion.tags["test_accuracy"]) == max(float(v.tags["test_accuracy"]) for v in versions)
+        champion_by_the_rule(uri, "local")

@@ -5,20 +5,17 @@ import re
 import pytest
 from optuna.trial import TrialState
 
-from devtools.commands import CLASSES, TINY, run_pipeline
+from devtools.commands import CLASSES, TINY, run_pipeline, tracking_uri
 from pipeline.search.study import best_trial
+from pipeline.tracking.promotion import BASELINE_TAG, DECISION_TAG
 from pipeline.tracking.registry import TRIAL_RUN_TAG
 from pipeline.tracking.tracker import STATE_TAG, TRIAL_TAG
 from pipeline.training.metrics import TEST_METRIC
-from tests.conftest import default_study, mlflow_client, runs_by_role
+from tests.conftest import champion_by_the_rule, default_study, mlflow_client, runs_by_role
 
 pytestmark = pytest.mark.slow  # servers, faults, or trainings of 20 s and more
 
 STUDY = "ag_news-tiny"
-
-
-def champion_accuracy(client) -> float:
-    return float(client.get_model_version_by_alias("ag_news", "champion").tags[TEST_METRIC])
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +25,12 @@ def searched(tmp_path_factory):
     first = run_pipeline(cwd, *TINY, "search.n_trials=3")
     assert first.returncode == 0, first.stderr[-3000:]
     client = mlflow_client(cwd)
+    (version,) = client.search_model_versions("name = 'ag_news'")
     after_first = {
-        "champion_accuracy": champion_accuracy(client),
+        "champion": champion_by_the_rule(tracking_uri(cwd), "ag_news"),
         "trial_runs": len(runs_by_role(client, "trial")),
         "trials": len(default_study(cwd, STUDY).trials),
-        "best_trial_run": client.get_model_version_by_alias("ag_news", "champion").tags[TRIAL_RUN_TAG],
+        "best_trial_run": version.tags[TRIAL_RUN_TAG],
     }
     second = run_pipeline(cwd, *TINY, "search.n_trials=3")
     assert second.returncode == 0, second.stderr[-3000:]
@@ -114,9 +112,9 @@ def test_the_parent_and_trial_runs_show_their_params_and_data_as_dataset_inputs(
         assert {split: d.digest for split, d in used.items()} == {split: inputs[split].digest for split in used}
 
 
-def test_the_champion_carries_a_model_card(searched):
+def test_each_version_carries_its_model_card(searched):
     cwd, _ = searched
-    version = mlflow_client(cwd).get_model_version_by_alias("ag_news", "champion")
+    version = mlflow_client(cwd).get_model_version("ag_news", "1")
     card = version.description
     assert card.startswith("# ag_news: text classification") and "Labels: World, Sports, Business, Sci/Tech." in card
     assert f"test accuracy {float(version.tags[TEST_METRIC]):.4f}" in card
@@ -125,12 +123,17 @@ def test_the_champion_carries_a_model_card(searched):
     assert saved and any(path.read_text() == card for path in saved)
 
 
-def test_champion_is_registered_and_never_moves_to_a_worse_model(searched):
+def test_champion_follows_the_rule_and_never_moves_to_a_worse_model(searched):
     cwd, after_first = searched
     client = mlflow_client(cwd)
     versions = client.search_model_versions("name = 'ag_news'")
-    best = max(float(v.tags[TEST_METRIC]) for v in versions)
-    assert champion_accuracy(client) == best >= after_first["champion_accuracy"]
+    champion = champion_by_the_rule(tracking_uri(cwd), "ag_news")
+    said = {str(v.version): v.tags[DECISION_TAG] for v in versions}
+    assert all(line.startswith(f"version {n}: ") for n, line in said.items()), said
+    if champion is not None and after_first["champion"] is not None:
+        accuracy = {str(v.version): float(v.tags[TEST_METRIC]) for v in versions}
+        assert accuracy[champion] >= accuracy[after_first["champion"]]
+        assert champion == after_first["champion"] or said[champion].endswith(f"champion is now version {champion}")
     # One version per best trial: a rerun whose best trial did not change registers nothing new.
     trial_runs = [v.tags[TRIAL_RUN_TAG] for v in versions]
     best = best_trial(default_study(cwd, STUDY))
@@ -138,10 +141,10 @@ def test_champion_is_registered_and_never_moves_to_a_worse_model(searched):
     assert set(trial_runs) == {after_first["best_trial_run"], best.user_attrs["mlflow_run_id"]}
 
 
-def test_predict_loads_champion_in_a_new_process(searched):
+def test_predict_loads_a_registered_version_in_a_new_process(searched):
     cwd, _ = searched
     texts = ["Stocks rally as oil slides", "Team wins the cup final"]
-    result = run_pipeline(cwd, "models:/ag_news@champion", *texts, module="pipeline.predict")
+    result = run_pipeline(cwd, "models:/ag_news/1", *texts, module="pipeline.predict")
     assert result.returncode == 0, result.stderr[-2000:]
     labels = [line.split("\t")[0] for line in result.stdout.split("\n")[:-1]]
     assert len(labels) == 2 and set(labels) <= set(CLASSES)
@@ -170,7 +173,11 @@ def test_train_mode_trains_once_and_registers(tmp_path):
     assert run.info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "final_eval_accuracy")] == [1, 2]
     assert not runs_by_role(client, "study") and not (tmp_path / "mlruns" / "optuna.db").exists()
-    assert str(client.get_model_version_by_alias("ag_news", "champion").version) == "1"
+    (version,) = client.search_model_versions("name = 'ag_news'")
+    assert version.tags[DECISION_TAG].startswith("version 1: ") and version.tags[BASELINE_TAG] in ("true", "false")
+    assert champion_by_the_rule(tracking_uri(tmp_path), "ag_news") == (
+        "1" if version.tags[BASELINE_TAG] == "true" else None
+    )
     # The terminal: one line for the training, its accuracy per epoch as MLflow has it; no Trainer dicts.
     accuracies = " ".join(f"{m.value:.3f}" for m in client.get_metric_history(run.info.run_id, "final_eval_accuracy"))
     assert f"trained batch=16 epochs=2 lr=0.001 | eval_accuracy by epoch: {accuracies} | in " in result.stdout, (

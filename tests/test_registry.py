@@ -1,4 +1,4 @@
-"""The champion rule against a real SQLite MLflow registry."""
+"""The registry's data check against a real SQLite MLflow registry (the champion rule: test_promotion.py)."""
 
 import pytest
 
@@ -21,24 +21,6 @@ def add_version(tracker, accuracy: float, **tags: str) -> str:
     return tracker.client.create_model_version("m", "file:///nowhere", tags=tags).version
 
 
-def test_champion_moves_only_to_a_better_model(tracker):
-    v1 = add_version(tracker, 0.80)
-    assert registry.promote(tracker, "m", "champion") == v1
-    add_version(tracker, 0.70)
-    assert registry.promote(tracker, "m", "champion") == v1  # worse: stays
-    v3 = add_version(tracker, 0.85)
-    assert registry.promote(tracker, "m", "champion") == v3
-    add_version(tracker, 0.85)
-    assert registry.promote(tracker, "m", "champion") == v3  # a tie keeps the holder
-    assert tracker.client.get_model_version_by_alias("m", "champion").version == v3
-
-
-def test_stale_alias_is_corrected(tracker):
-    v1, v2 = add_version(tracker, 0.9), add_version(tracker, 0.6)
-    tracker.client.set_registered_model_alias("m", "champion", v2)  # e.g. a racing finalize wrote last
-    assert registry.promote(tracker, "m", "champion") == v1
-
-
 def test_versions_scored_on_other_data_refuse_a_new_one(tracker):
     registry.check_data(tracker, "m", "sha256:abc")  # no registered model yet
     add_version(tracker, 0.8)  # from before versions were tagged with their data: cannot tell
@@ -47,3 +29,16 @@ def test_versions_scored_on_other_data_refuse_a_new_one(tracker):
     registry.check_data(tracker, "m", "sha256:abc")
     with pytest.raises(PipelineError, match="registry.name=m: version 3 was trained and scored on other data"):
         registry.check_data(tracker, "m", "sha256:xyz")
+
+
+def test_the_default_relative_store_follows_the_directory_each_tracker_opens_in(tmp_path, monkeypatch):
+    """Two projects in one process (a notebook, an in-process test): MLflow caches one store per URL string,
+    so `sqlite:///mlruns/mlflow.db` once wrote the second project's versions into the first's database."""
+    for project in ("one", "two"):
+        (tmp_path / project).mkdir()
+        monkeypatch.chdir(tmp_path / project)
+        tracker = Tracker(TrackingConfig(uri="sqlite:///mlruns/mlflow.db", experiment="e"))
+        add_version(tracker, 0.5)
+    for project in ("one", "two"):
+        seen = Tracker(TrackingConfig(uri=f"sqlite:///{tmp_path / project}/mlruns/mlflow.db", experiment="e"))
+        assert [v.version for v in seen.client.search_model_versions("name = 'm'")] == [1], project

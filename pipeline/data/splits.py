@@ -76,16 +76,16 @@ class Duplicates:
 
 
 def find_duplicates(splits: DatasetDict) -> Duplicates:
-    texts = {name: _texts(ds) for name, ds in splits.items()}
-    train, validation, test = (set(texts[name]) for name in ("train", "validation", "test"))
+    found = {name: texts(ds) for name, ds in splits.items()}
+    train, validation, test = (set(found[name]) for name in ("train", "validation", "test"))
     labels_of: dict[str, set[int]] = {}
-    for text, label in zip(texts["train"], _labels(splits["train"]).tolist()):
+    for text, label in zip(found["train"], _labels(splits["train"]).tolist()):
         labels_of.setdefault(text, set()).add(label)
     return Duplicates(
-        validation_in_train=sum(t in train for t in texts["validation"]),
-        test_in_train=sum(t in train for t in texts["test"]),
-        test_in_validation=sum(t in validation for t in texts["test"]),
-        conflicting_in_train=sum(len(found) > 1 for found in labels_of.values()),
+        validation_in_train=sum(t in train for t in found["validation"]),
+        test_in_train=sum(t in train for t in found["test"]),
+        test_in_validation=sum(t in validation for t in found["test"]),
+        conflicting_in_train=sum(len(seen) > 1 for seen in labels_of.values()),
     )
 
 
@@ -93,17 +93,23 @@ def drop_duplicates(splits: DatasetDict) -> DatasetDict:
     """Train without the texts of validation and test, validation without those of test; test as it is
     (the held-out rows are never chosen from)."""
     later = {"train": ("validation", "test"), "validation": ("test",)}
-    texts = {name: _texts(ds) for name, ds in splits.items()}  # each split read once
+    found = {name: texts(ds) for name, ds in splits.items()}  # each split read once
     kept = dict(splits)
     for name, others in later.items():
-        seen = set().union(*(texts[other] for other in others))
-        rows = [i for i, text in enumerate(texts[name]) if text not in seen]
+        seen = set().union(*(found[other] for other in others))
+        rows = [i for i, text in enumerate(found[name]) if text not in seen]
         kept[name] = splits[name].select(rows, new_fingerprint=internals.cache_key(splits[name], "dedup", rows))
     return DatasetDict(kept)
 
 
-def _texts(ds: Dataset) -> list[str]:
+def texts(ds: Dataset) -> list[str]:
+    """The split's texts (its text columns joined), in row order."""
     return [text for batch in batches(ds, ["text"]) for text in batch.column("text").to_pylist()]
+
+
+def majority_class(ds: Dataset) -> int:
+    """The most common class id of a split (the lowest id among equals)."""
+    return int(np.argmax(np.bincount(_labels(ds))))
 
 
 def tokenize(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:

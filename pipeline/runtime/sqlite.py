@@ -18,6 +18,13 @@ def path_of(url: str) -> Path | None:
     return Path(url.removeprefix(PREFIX))
 
 
+def absolute(url: str) -> str:
+    """`url` with a relative SQLite path made absolute; other URLs unchanged. MLflow caches one store per URL
+    string for the process, so a relative URL would keep writing to the directory it was first used in."""
+    path = path_of(url)
+    return url if path is None else PREFIX + str(path.absolute())
+
+
 @contextlib.contextmanager
 def creation_lock(url: str) -> Iterator[None]:
     """Hold an exclusive lock on `<database>.lock` beside a SQLite database for the block; no-op for other

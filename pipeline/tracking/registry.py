@@ -1,5 +1,6 @@
-"""The model registry: a scored model logged and registered with its provenance, the champion rule, and
-the checks that keep versions comparable (same data) and a rerun from registering twice."""
+"""The model registry: a scored model logged and registered with its provenance and its answers on the test
+split, the champion rule applied (tracking/promotion.py), and the checks that keep versions comparable (same
+data) and a rerun from registering twice."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ from importlib.metadata import version
 
 import mlflow
 from mlflow.entities import LoggedModel, LoggedModelStatus
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
 
 from pipeline.data.fingerprint import is_content_fingerprint
 from pipeline.errors import PipelineError
 from pipeline.runtime import interrupts
 from pipeline.schema import RegistryConfig
-from pipeline.tracking.internals import duplicate_key
+from pipeline.tracking import promotion
+from pipeline.tracking.promotion import Answers, Comparison, Rule
 from pipeline.tracking.tracker import Tracker
 from pipeline.training.metrics import F1_METRIC, INTERVALS, TEST_METRIC
 from pipeline.training.trainer import PipelineTrainer
@@ -38,8 +41,9 @@ class FinalModel:
     metrics: dict[str, float]
     model_uri: str  # models:/NAME/VERSION
     version: str
-    champion: str  # the version that holds the alias afterwards
+    champion: str | None  # the version that holds the alias afterwards (None: no version may hold it)
     validation: float | None = None  # the best trial's validation accuracy (None from mode=train)
+    decision: str | None = None  # why this version holds the alias or not, in one line (promotion.decision_line)
 
     @property
     def test_accuracy(self) -> float:
@@ -55,12 +59,26 @@ class Source:
     trial_run_id: str | None = None  # from a search: its best trial's MLflow run
 
 
+@dataclass(frozen=True)
+class Scores:
+    """What the final step found on the test split: the metrics, each row's answer, and the comparison with
+    answering the training split's majority class everywhere."""
+
+    metrics: dict[str, float]
+    answers: Answers
+    majority: str
+    baseline: Comparison
+
+
 def register(
-    trainer: PipelineTrainer, metrics: dict[str, float], tracker: Tracker, cfg: RegistryConfig, source: Source
+    trainer: PipelineTrainer, scores: Scores, tracker: Tracker, cfg: RegistryConfig, source: Source
 ) -> FinalModel:
     """Log the trained model to `source.run_id` as an MLflow model, register it and apply the champion rule."""
-    run_id, trial_run_id, name = source.run_id, source.trial_run_id, cfg.name
+    run_id, trial_run_id, name, metrics = source.run_id, source.trial_run_id, cfg.name, scores.metrics
     tracker.log_metrics(run_id, metrics)
+    # Before the version exists: every version has its answers, for the champion rule to compare.
+    tracker.client.log_text(run_id, scores.answers.to_csv(), promotion.PREDICTIONS)
+    baseline = promotion.baseline_line(scores.baseline, scores.majority, cfg.alpha)
     # An earlier final step of this trial may have logged it, and been killed before registering it.
     logged = logged_before(tracker, run_id, trial_run_id)
     logged_uri = f"models:/{logged.model_id}" if logged else log_model(trainer, run_id, trial_run_id)
@@ -69,16 +87,27 @@ def register(
             TEST_METRIC: str(metrics[TEST_METRIC]),
             F1_METRIC: str(metrics[F1_METRIC]),
             DATA_TAG: source.data_fingerprint,
+            promotion.BASELINE_TAG: str(baseline is None).lower(),
+            promotion.BASELINE_P_TAG: f"{scores.baseline.p_value:.6g}",
         }
         tags |= {k: str(v) for k, v in metrics.items() if k.startswith(PER_CLASS_TAGS) or k in INTERVAL_TAGS}
         if trial_run_id:
             tags[TRIAL_RUN_TAG] = trial_run_id
         registered = mlflow.register_model(logged_uri, name, tags=tags)
         tracker.client.set_model_version_tag(name, registered.version, RUN_ID_TAG, run_id)
-        champion = promote(tracker, name, cfg.alias)
+        decision = Rule(tracker, cfg).promote(registered.version)
+        line = promotion.decision_line(registered.version, decision, cfg, baseline)
+        keep_decision(tracker, cfg.name, registered.version, run_id, promotion.decision_tags(decision, line))
     model_uri = f"models:/{name}/{registered.version}"
     tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
-    return FinalModel(metrics, model_uri, registered.version, champion)
+    return FinalModel(metrics, model_uri, registered.version, decision.champion, decision=line)
+
+
+def keep_decision(tracker: Tracker, name: str, version: str, run_id: str, tags: dict[str, str]) -> None:
+    """The champion rule's line and comparison, on the version and on the run that registered it."""
+    for key, value in tags.items():
+        tracker.client.set_model_version_tag(name, version, key, value)
+        tracker.set_tag(run_id, key, value)
 
 
 def log_model(trainer: PipelineTrainer, run_id: str, trial_run_id: str | None) -> str:
@@ -143,33 +172,17 @@ def registered_from(tracker: Tracker, cfg: RegistryConfig, trial_run_id: str | N
     if RUN_ID_TAG not in version.tags:
         tracker.client.set_model_version_tag(name, version.version, RUN_ID_TAG, version.run_id or run_id)
     tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
-    return FinalModel(metrics, model_uri, version.version, promote(tracker, name, cfg.alias))
+    # Said as things stand now (the alias may have moved since), and kept if a killed step left it unsaid.
+    decision = Rule(tracker, cfg).promote(version.version)
+    line = promotion.decision_line(version.version, decision, cfg, baseline_from_tags(version))
+    if promotion.DECISION_TAG not in version.tags:
+        keep_decision(tracker, name, version.version, run_id, promotion.decision_tags(decision, line))
+    return FinalModel(metrics, model_uri, version.version, decision.champion, decision=line)
 
 
-def promote(tracker: Tracker, name: str, alias: str) -> str:
-    """Point `alias` at the version with the best test accuracy (ties keep the holder, then the oldest).
-
-    Equivalent to "move only when the new version beats the champion", and safe when two finalize
-    commands race: each re-reads after writing (or failing to) until what it reads is consistent."""
-    client = tracker.client
-    for _ in range(20):
-        versions = [v for v in client.search_model_versions(f"name = '{name}'") if TEST_METRIC in v.tags]
-        holder = _alias_holder(tracker, name, alias)
-        best = max(versions, key=lambda v: (float(v.tags[TEST_METRIC]), v.version == holder, -int(v.version)))
-        if best.version == holder:
-            return holder
-        try:
-            client.set_registered_model_alias(name, alias, best.version)
-        except mlflow.exceptions.MlflowException as err:
-            # MLflow's store reads then inserts: when another finalize created the alias in between, this
-            # insert is a duplicate key. Read again; the next round decides as if it had come first.
-            if not duplicate_key(err):
-                raise
-    raise RuntimeError(f"registry: alias {alias!r} of {name!r} did not settle")
-
-
-def _alias_holder(tracker: Tracker, name: str, alias: str) -> str | None:
-    try:
-        return tracker.client.get_model_version_by_alias(name, alias).version
-    except mlflow.exceptions.MlflowException:
+def baseline_from_tags(version: ModelVersion) -> str | None:
+    """`promotion.baseline_line`, shortened, for a registered version: from its tags."""
+    if version.tags.get(promotion.BASELINE_TAG) != "false":
         return None
+    p_value = version.tags.get(promotion.BASELINE_P_TAG, "?")
+    return f"no better than the training split's majority class (p={p_value}): it will not become the champion"

@@ -63,12 +63,13 @@ class Tracker:
         if cfg.uri.startswith(("http://", "https://")):
             bound_server_calls()
         self.outbox = Outbox(cfg.uri, cfg.max_outage_s)
-        mlflow.set_tracking_uri(cfg.uri)
-        mlflow.set_registry_uri(cfg.uri)
-        with sqlite.creation_lock(cfg.uri):  # the client creates a new database's tables
+        uri = sqlite.absolute(cfg.uri)
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        with sqlite.creation_lock(uri):  # the client creates a new database's tables
             # Every write with interrupts held: Ctrl-C inside a SQLite write left the database locked for the
             # cleanup that marks the run KILLED (pipeline/runtime/interrupts.py).
-            self.client = HeldDuringWrites(MlflowClient(cfg.uri, cfg.uri))
+            self.client = HeldDuringWrites(MlflowClient(uri, uri))
             self.experiment_id = self._experiment(cfg)
 
     def _experiment(self, cfg: TrackingConfig) -> str:
