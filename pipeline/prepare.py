@@ -68,6 +68,8 @@ class Prepared:
 def prepare(cfg: DictConfig) -> Prepared:
     if not cfg.verbose:
         console.quiet()
+    # Read once, now: MLflow's set_tracking_uri rewrites MLFLOW_TRACKING_URI, which this key interpolates.
+    cfg.tracking.uri = cfg.tracking.uri
     check_config(cfg)
     # Validates conf/trainer; under torchrun it also joins the process group.
     training_args(cfg.trainer, cfg.output_dir, cfg.seed, **distributed.device_args())

@@ -198,7 +198,11 @@ def test_on_a_terminal_the_bar_names_the_trial_as_its_line_does_and_the_summary_
     )
     assert f"python -m pipeline.predict {model} --input FILE.csv --output predictions.csv" in stdout
     assert f"python -m pipeline.evaluate {model} LABELLED.csv --label-column label" in stdout
-    assert f"mlflow models serve -m {model} --env-manager local" in stdout
+    # The default store as configured (relative), so the commands work from this directory as printed.
+    assert (
+        f"MLFLOW_TRACKING_URI=sqlite:///mlruns/mlflow.db mlflow models serve -m {model} --env-manager local" in stdout
+    )
+    assert "--tracking-uri" not in stdout
 
 
 @pytest.mark.slow
