@@ -12,7 +12,7 @@ from pipeline.tracking.promotion import (
     BASELINE_P_TAG,
     BASELINE_TAG,
     DECISION_TAG,
-    PREDICTIONS,
+    PREDICTIONS_TAG,
     Answers,
     Rule,
     against_majority,
@@ -20,6 +20,7 @@ from pipeline.tracking.promotion import (
     compare,
     decision_line,
     exact_mcnemar,
+    predictions_path,
     row_ids,
 )
 from pipeline.tracking.tracker import Tracker
@@ -54,7 +55,8 @@ def add_version(
     they were kept), its tags its test accuracy."""
     run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
     if found is not None:
-        tracker.client.log_text(run_id, found.to_csv(), PREDICTIONS)
+        tags = {PREDICTIONS_TAG: f"test_predictions/{run_id}.csv", **tags}
+        tracker.client.log_text(run_id, found.to_csv(), tags[PREDICTIONS_TAG])
         accuracy = sum(found.right().values()) / N
     tags = {TEST_METRIC: str(accuracy), **tags}
     return tracker.client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id, tags=tags).version
@@ -210,3 +212,18 @@ def test_a_model_that_answers_one_class_everywhere_is_called_so_and_not_champion
     assert "against answering 'ham' (the training split's most common label) on every test row: +0.0 points, p=1" in (
         card.read_text()
     )
+
+
+def test_versions_registered_from_one_run_are_compared_on_their_own_answers(tracker):
+    """A study's parent run registers every version its reruns find: each keeps its own answers file (they
+    once shared one, so the second compared with itself: `+3.5 points ... (p=1)`)."""
+    run_id = tracker.client.create_run(tracker.experiment_id).info.run_id
+    versions = []
+    for model_id, right in (("m-first", set(range(150))), ("m-second", set(range(175)))):
+        path = predictions_path(model_id)
+        tracker.client.log_text(run_id, answers(right).to_csv(), path)
+        tags = {TEST_METRIC: str(len(right) / N), PREDICTIONS_TAG: path}
+        versions.append(tracker.client.create_model_version("m", f"runs:/{run_id}/model", run_id=run_id, tags=tags))
+    decision = Rule(tracker, SIGNIFICANT).promote(versions[1].version)
+    assert decision.champion == versions[1].version
+    assert (decision.step.comparison.new_alone, decision.step.comparison.old_alone) == (25, 0)

@@ -1,6 +1,6 @@
 """The champion rule: which registered version holds the alias, and why.
 
-Each version keeps its answers on the test split (`test_predictions.csv` on its run: each row's identity,
+Each version keeps its answers on the test split (`test_predictions/<model id>.csv` on its run: each row's identity,
 label, predicted label, score), so two versions scored on the same rows are compared row by row without
 reloading either. `registry.promotion=significant` moves the alias to a newer version only when it gets
 significantly more rows right than the holder (a one-sided exact McNemar test at `registry.alpha`);
@@ -26,7 +26,9 @@ from pipeline.tracking.internals import duplicate_key
 from pipeline.tracking.tracker import Tracker
 from pipeline.training.metrics import TEST_METRIC
 
-PREDICTIONS = "test_predictions.csv"  # on each version's run
+# Each version's answers: an artifact of its run, one file per logged model (a run that registers twice, as a
+# study's parent run does, keeps both), named on the version by this tag.
+PREDICTIONS_TAG = "pipeline.test_predictions"
 COLUMNS = ("row", "label", "predicted", "score")
 BASELINE_TAG = "pipeline.beats_baseline"  # "false": no better than the majority class; never the champion
 BASELINE_P_TAG = "pipeline.baseline_p_value"
@@ -204,7 +206,9 @@ class Rule:
     def read(self, version: ModelVersion) -> Answers | None:
         """A version's answers, from its run (None for a version registered before they were kept)."""
         if version.version not in self.answers:
-            self.answers[version.version] = read_answers(self.tracker, version.run_id)
+            self.answers[version.version] = read_answers(
+                self.tracker, version.run_id, version.tags.get(PREDICTIONS_TAG)
+            )
         return self.answers[version.version]
 
 
@@ -215,12 +219,19 @@ def alias_holder(tracker: Tracker, name: str, alias: str) -> str | None:
         return None
 
 
-def read_answers(tracker: Tracker, run_id: str | None) -> Answers | None:
+def predictions_path(model_id: str) -> str:
+    """Where, in its run, the version registered from logged model `model_id` keeps its answers."""
+    return f"test_predictions/{model_id}.csv"
+
+
+def read_answers(tracker: Tracker, run_id: str | None, artifact: str | None) -> Answers | None:
     # Listed first, so that a store that fails mid-download raises rather than passing for "no answers".
-    if not run_id or PREDICTIONS not in {a.path for a in tracker.client.list_artifacts(run_id)}:
+    if not run_id or not artifact:
+        return None
+    if artifact not in {a.path for a in tracker.client.list_artifacts(run_id, artifact.rsplit("/", 1)[0])}:
         return None
     with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, PREDICTIONS, tmp)
+        path = tracker.client.download_artifacts(run_id, artifact, tmp)
         return Answers.from_csv(Path(path).read_text(encoding="utf-8"))
 
 

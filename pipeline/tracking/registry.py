@@ -76,12 +76,13 @@ def register(
     """Log the trained model to `source.run_id` as an MLflow model, register it and apply the champion rule."""
     run_id, trial_run_id, name, metrics = source.run_id, source.trial_run_id, cfg.name, scores.metrics
     tracker.log_metrics(run_id, metrics)
-    # Before the version exists: every version has its answers, for the champion rule to compare.
-    tracker.client.log_text(run_id, scores.answers.to_csv(), promotion.PREDICTIONS)
     baseline = promotion.baseline_line(scores.baseline, scores.majority, cfg.alpha)
     # An earlier final step of this trial may have logged it, and been killed before registering it.
     logged = logged_before(tracker, run_id, trial_run_id)
     logged_uri = f"models:/{logged.model_id}" if logged else log_model(trainer, run_id, trial_run_id)
+    # Before the version exists: every version has its answers, for the champion rule to compare.
+    answers = promotion.predictions_path(logged_uri.removeprefix("models:/"))
+    tracker.client.log_text(run_id, scores.answers.to_csv(), answers)
     with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
         tags = {
             TEST_METRIC: str(metrics[TEST_METRIC]),
@@ -89,6 +90,7 @@ def register(
             DATA_TAG: source.data_fingerprint,
             promotion.BASELINE_TAG: str(baseline is None).lower(),
             promotion.BASELINE_P_TAG: f"{scores.baseline.p_value:.6g}",
+            promotion.PREDICTIONS_TAG: answers,
         }
         tags |= {k: str(v) for k, v in metrics.items() if k.startswith(PER_CLASS_TAGS) or k in INTERVAL_TAGS}
         if trial_run_id:
