@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
+import torch
 from transformers import AutoModelForSequenceClassification
 from transformers.trainer_utils import PredictionOutput
 
@@ -120,16 +120,11 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
 def test_scores(prep: Prepared, prediction: PredictionOutput) -> registry.Scores:
     """The test split's metrics, each row's answer and its score, and the majority-class baseline's
     comparison."""
-    probabilities = softmax(prediction.predictions)
+    probabilities = torch.softmax(torch.as_tensor(prediction.predictions).float(), dim=-1).numpy()
     truth, predicted = ([prep.labels[i] for i in ids] for ids in (prediction.label_ids, probabilities.argmax(-1)))
     answers = Answers(prep.test_rows, truth, predicted, probabilities.max(-1).tolist())
     metrics = {"test_loss": prediction.metrics["test_loss"], **Scored(prep.labels, truth, predicted).metrics("test_")}
     return registry.Scores(metrics, answers, prep.majority, against_majority(answers, prep.majority))
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(-1, keepdims=True))
-    return shifted / shifted.sum(-1, keepdims=True)
 
 
 def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer:
