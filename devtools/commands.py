@@ -76,13 +76,13 @@ def start_pipeline(cwd: Path, *overrides: str, log: Path) -> subprocess.Popen:
         )
 
 
-def wait_for_saved_epoch(states: Path, proc: subprocess.Popen, timeout: float = 240) -> dict:
-    """The marker of the first trial state saved under `states` (search.checkpoint_dir/resume), as soon as
-    it is written: the trial has finished an epoch and trains the next."""
+def wait_for_saved_epoch(states: Path, proc: subprocess.Popen, timeout: float = 240, trial: str = "trial-*") -> dict:
+    """The marker of the first state of `trial` saved under `states` (search.checkpoint_dir/resume), as soon
+    as it is written: the trial has finished an epoch and trains the next."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the worker exited before it saved a trial's state"
-        for marker in states.glob(f"trial-*/checkpoint-*/{resume.MARKER}"):
+        for marker in states.glob(f"{trial}/checkpoint-*/{resume.MARKER}"):
             return json.loads(marker.read_text())
         time.sleep(0.02)
     raise TimeoutError(f"no trial state saved under {states}")

@@ -28,7 +28,7 @@ from pipeline.schema import RegistryConfig, SearchConfig, TrackingConfig
 from pipeline.search import internals as search_internals
 from pipeline.search import storage
 from pipeline.search.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
-from pipeline.search.study import best_trial
+from pipeline.search.study import best_trial, trial_name
 from pipeline.tracking.promotion import Rule
 from pipeline.tracking.registry import TRIAL_RUN_TAG
 from pipeline.tracking.tracker import ROLE_TAG, STATE_TAG, TRIAL_TAG, WORKER, Tracker
@@ -321,17 +321,22 @@ def test_a_dead_workers_trial_is_resumed_from_its_last_epoch_by_another_worker(c
 
 
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_no_running_run(cluster):
-    study = "search.study_name=killed"
+    # Three epochs, killed once the first is saved: the kill lands mid-trial, not as the trial completes.
+    (cluster.cwd / "killed").mkdir()
+    space = write_space(cluster.cwd / "killed", {"num_train_epochs": {"type": "categorical", "choices": [3]}})
+    study = ["search.study_name=killed", f"search.space={space}", "trainer.num_train_epochs=3"]
     fast_heartbeat = ["search.heartbeat_interval=1", "search.grace_period=2", "search.pruner=none"]
-    victim = cluster.start("victim", study, "search.n_trials=2", *fast_heartbeat)
-    survivor = cluster.start("survivor", study, "search.n_trials=2", *fast_heartbeat)
+    victim = cluster.start("victim", *study, "search.n_trials=2", *fast_heartbeat)
+    survivor = cluster.start("survivor", *study, "search.n_trials=2", *fast_heartbeat)
     victim_trial = wait_for_running_trial(cluster, "killed", victim)
+    states = cluster.cwd / "mlruns" / "checkpoints" / "killed" / "resume"
+    wait_for_saved_epoch(states, victim, trial=trial_name(victim_trial))
     os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     completed = {t.number for t in cluster.study("killed").trials if t.state == TrialState.COMPLETE}
     cluster.wait("survivor", survivor)
     time.sleep(3)  # past grace_period since the victim's last heartbeat
-    cluster.wait("finalize-killed", cluster.start("finalize-killed", study, "mode=finalize", *fast_heartbeat))
+    cluster.wait("finalize-killed", cluster.start("finalize-killed", *study, "mode=finalize", *fast_heartbeat))
 
     trials = {t.number: t for t in cluster.study("killed").trials}
     assert trials[victim_trial].state == TrialState.FAIL
