@@ -254,6 +254,7 @@ def _clock(seconds: float) -> str:
 
 
 UNFOLDED = 4096  # columns: wide enough for any row; the table is as wide as its widest row
+TIES_SHOWN = 8  # trial numbers named in the ties row; the rest are counted
 
 
 @dataclass
@@ -269,6 +270,9 @@ class Summary:
     best: optuna.trial.FrozenTrial | None = None
     next_steps: list[str] = field(default_factory=list)  # `next_commands`'s, printed last
     decision: str | None = None  # the champion rule's line on this version
+    ties: list[int] = field(default_factory=list)  # trials within one standard error of the best (study.ties)
+    validation_rows: int = 0  # the validation rows the trials were scored on
+    seeds: str | None = None  # with search.seeds > 1: each seed's validation accuracy (finalize.Seeds.line)
 
 
 def summary_table(s: Summary) -> Table:
@@ -282,12 +286,24 @@ def summary_table(s: Summary) -> Table:
     if s.best is not None:
         table.add_row("best trial", f"#{s.best.number} {params_text(s.best.params)}")
         table.add_row("validation accuracy", f"{s.best.value:.4f}")
+    if len(s.ties) > 1:
+        table.add_row("ties", ties_line(s.ties, s.validation_rows))
+    if s.seeds:
+        table.add_row("seeds", s.seeds)
     table.add_row("test", said(s.test_metrics))
     held = f"champion: version {s.champion}" if s.champion else "no champion"
     table.add_row("model", f"{s.model_uri} ({held})")
     if s.decision:
         table.add_row("registry", s.decision)
     return table
+
+
+def ties_line(trials: list[int], rows: int) -> str:
+    """`trials 0, 2 tie within noise on 120 validation rows: more validation rows would separate them`."""
+    shown = ", ".join(map(str, trials[:TIES_SHOWN]))
+    if len(trials) > TIES_SHOWN:
+        shown += f" and {len(trials) - TIES_SHOWN} more"
+    return f"trials {shown} tie within noise on {rows:,} validation rows: more validation rows would separate them"
 
 
 def commands(s: Summary) -> list[str]:

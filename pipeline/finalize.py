@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from pipeline import console
 from pipeline.prepare import Prepared
 from pipeline.runtime import distributed
 from pipeline.runtime.secrets import redact
+from pipeline.schema import MAX_SEED
 from pipeline.search import checkpoints, resume
 from pipeline.search.space import at_bounds
 from pipeline.search.study import best_trial
@@ -94,9 +96,38 @@ def registered_before(prep: Prepared, best: BestTrial, parent: str) -> FinalMode
     return final
 
 
+@dataclass(frozen=True)
+class Seeds:
+    """The final model trained on several seeds (search.seeds): each seed's validation accuracy."""
+
+    validation: dict[int, float]  # seed -> validation accuracy, in training order
+
+    @property
+    def chosen(self) -> int:
+        """The seed registered: the best on validation (the first of equals), never chosen on test."""
+        return max(self.validation, key=self.validation.__getitem__)
+
+    def line(self) -> str:
+        """`3 seeds: validation accuracy 0.8500 ± 0.0120 (sd; 0.8400, 0.8600, 0.8500); registered seed 44, the
+        best on validation`."""
+        values = list(self.validation.values())
+        each = ", ".join(f"{v:.4f}" for v in values)
+        return (
+            f"{len(values)} seeds: validation accuracy {statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+            f" (sd; {each}); registered seed {self.chosen}, the best on validation"
+        )
+
+    def metrics(self) -> dict[str, float]:
+        values = list(self.validation.values())
+        return {f"seeds_{OBJECTIVE}_mean": statistics.mean(values), f"seeds_{OBJECTIVE}_sd": statistics.stdev(values)}
+
+
 def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalModel | None:
     """Train (or reload) the final model, score it on test, save, log and register it (None on ranks > 0)."""
-    trainer = final_model(prep, best, run_id)
+    if prep.cfg.search.seeds > 1:
+        trainer, seeds = train_on_seeds(prep, best, run_id)
+    else:
+        trainer, seeds = final_model(prep, best, run_id), None
     prediction = predict_test(trainer, prep)
     if not distributed.is_main():
         return None
@@ -106,9 +137,10 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
     report.log_confusion_matrix(prep.tracker.client, run_id, scored, title)
     source = registry.Source(run_id, prep.data_fingerprint, best.run_id)
     # The weights are kept once, in MLflow (and the best trial's checkpoint): no copy under outputs/.
-    final = registry.register(trainer, scores, prep.tracker, prep.cfg.registry, source)
+    extra_tags = {registry.SEEDS_TAG: seeds.line(), registry.SEED_TAG: str(seeds.chosen)} if seeds else {}
+    final = registry.register(trainer, scores, prep.tracker, prep.cfg.registry, source, extra_tags)
     metrics = scores.metrics
-    text = model_card(prep, best.params, best.value, scores, final.decision)
+    text = model_card(prep, best.params, best.value, scores, final.decision, seeds)
     Path(prep.cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(prep.cfg.output_dir) / MODEL_CARD).write_text(text, encoding="utf-8")
     prep.tracker.client.update_model_version(prep.cfg.registry.name, final.version, description=text)
@@ -134,15 +166,40 @@ def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer
         console.use_bars_only(trainer)  # off a terminal, no prediction bar on the test split either
         trainer.model = AutoModelForSequenceClassification.from_pretrained(best.checkpoint).to(trainer.args.device)
         return trainer
-    callbacks = [
-        EpochMetrics(prep.tracker, RunRef(run_id), prefix="final_"),
-        console.TrainingProgress(best.params.keys()),
-    ]
-    trainer = prep.trainer(best.params, callbacks)
+    return train_final(prep, best.params, run_id, "final_")
+
+
+def train_final(prep: Prepared, params: dict, run_id: str, prefix: str) -> PipelineTrainer:
+    """A model trained with `params`, its per-epoch metrics logged to `run_id` under `prefix`."""
+    callbacks = [EpochMetrics(prep.tracker, RunRef(run_id), prefix=prefix), console.TrainingProgress(params.keys())]
+    trainer = prep.trainer(params, callbacks)
     console.use_bars_only(trainer)
     trainer.train()
     prep.tracker.outbox.drain()  # its per-epoch metrics are in MLflow before the model is logged
     return trainer
+
+
+def train_on_seeds(prep: Prepared, best: BestTrial, run_id: str) -> tuple[PipelineTrainer, Seeds]:
+    """The final model trained `search.seeds` times on new seeds (the best trial's own was picked for scoring
+    best, and would flatter the mean); the one best on validation, and every seed's score."""
+    first = best.params.get("seed", prep.cfg.seed) + 1
+    kept, validation = None, {}
+    for seed in (s % (MAX_SEED + 1) for s in range(first, first + prep.cfg.search.seeds)):
+        log.info("final model, seed %d (%d of %d)", seed, len(validation) + 1, prep.cfg.search.seeds)
+        trainer = train_final(prep, {**best.params, "seed": seed}, run_id, f"final_seed{seed}_")
+        validation[seed] = last_validation(trainer)
+        prep.tracker.log_metrics(run_id, {f"seed_{OBJECTIVE}": validation[seed]}, step=seed)
+        if kept is None or validation[seed] > validation[kept[0]]:
+            kept = (seed, trainer)
+    seeds = Seeds(validation)
+    prep.tracker.log_metrics(run_id, seeds.metrics())
+    log.info("%s", seeds.line())
+    return kept[1], seeds
+
+
+def last_validation(trainer: PipelineTrainer) -> float:
+    """The validation accuracy of the trained model: its last epoch's evaluation."""
+    return [entry[OBJECTIVE] for entry in trainer.state.log_history if OBJECTIVE in entry][-1]
 
 
 def predict_test(trainer: PipelineTrainer, prep: Prepared) -> PredictionOutput:
@@ -151,12 +208,17 @@ def predict_test(trainer: PipelineTrainer, prep: Prepared) -> PredictionOutput:
 
 
 def model_card(
-    prep: Prepared, params: dict, validation: float | None, scores: registry.Scores, decision: str | None
+    prep: Prepared,
+    params: dict,
+    validation: float | None,
+    scores: registry.Scores,
+    decision: str | None,
+    seeds: Seeds | None = None,
 ) -> str:
     """The model card: what a registered version is, what it was trained and scored on, and how well it does
     (the version's description in MLflow, and `model_card.md` in the run's outputs/ directory). Markdown for a
-    version trained with `params` (validation accuracy `validation`), scored `scores`, and the champion rule's
-    `decision` on it."""
+    version trained with `params` (validation accuracy `validation`, and each seed's with search.seeds), scored
+    `scores`, and the champion rule's `decision` on it."""
     cfg, described, metrics, baseline = prep.cfg, run_params(prep.cfg), scores.metrics, scores.baseline
     rows = {split: len(ds) for split, ds in prep.tokenized.items()}
     lines = [
@@ -175,6 +237,7 @@ def model_card(
         "",
         "## Scores",
         (f"- validation accuracy {validation:.4f}; " if validation is not None else "- ") + f"test {said(metrics)}",
+        *([f"- trained on {seeds.line()}"] if seeds else []),
         f"- against answering {scores.majority!r} (the training split's most common label) on every test row: "
         f"{baseline.points:+.1f} points, p={baseline.p_value:.2g} (one-sided exact McNemar test)",
         f"- registry: {decision}",

@@ -42,7 +42,16 @@ def run_train(prep: Prepared) -> FinalModel | None:
         steps = console.next_commands(prep.cfg, final.model_uri, final.version, final.champion)
         console.print_summary(
             console.Summary(
-                None, final.metrics, final.model_uri, final.champion, tracker.uri, None, None, steps, final.decision
+                None,
+                final.metrics,
+                final.model_uri,
+                final.champion,
+                tracker.uri,
+                None,
+                None,
+                steps,
+                final.decision,
+                seeds=final.seeds,
             )
         )
     return final
@@ -142,6 +151,7 @@ def finalize_best(prep: Prepared, trials: optuna.Study | None, parent: str) -> F
 def print_summary(prep: Prepared, trials: optuna.Study | None, final: FinalModel | None) -> None:
     if final is None:  # a torchrun replica
         return
+    best, rows = study.best_trial(trials), len(prep.tokenized["validation"])
     summary = console.Summary(
         trials,
         final.metrics,
@@ -149,8 +159,11 @@ def print_summary(prep: Prepared, trials: optuna.Study | None, final: FinalModel
         final.champion,
         prep.tracker.uri,
         prep.cfg.search.storage,
-        study.best_trial(trials),
+        best,
         console.next_commands(prep.cfg, final.model_uri, final.version, final.champion),
         final.decision,
+        study.ties(trials, best, rows),
+        rows,
+        final.seeds,
     )
     console.print_summary(summary)

@@ -107,6 +107,12 @@ class SearchConfig:
     sampler: Sampler = key(Sampler.tpe, "how trials are drawn")
     pruner: Pruner = key(Pruner.median, "how trials are stopped early, between epochs")
     n_startup_trials: int = key(3, "completed trials before TPE models and the pruner prunes")
+    seeds: int = key(
+        1,
+        "the final step trains the best trial's values (mode=train: conf/trainer's) this many times, on seeds seed+1 "
+        "to seed+N, and registers the one best on validation, with the spread on its model card; 1: the best trial's "
+        "kept weights, or one training",
+    )
     heartbeat_interval: int = key(10, "seconds between a worker's heartbeats")
     grace_period: int = key(30, "seconds without a heartbeat after which a trial is failed and retried")
     storage_retry_s: int = key(60, "seconds a worker retries a database that dropped or refuses its connections")
@@ -303,6 +309,7 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("dataset.max_length", lambda v: v > 0, "a positive number of tokens"),
     ("search.timeout", lambda v: v is None or v > 0, "a positive number of seconds, or null for none"),
     ("search.n_startup_trials", lambda v: v >= 0, "0 or more"),
+    ("search.seeds", lambda v: v >= 1, "1 or more trainings of the final model"),
     ("search.heartbeat_interval", lambda v: v > 0, "a positive number of seconds"),
     ("search.grace_period", lambda v: v > 0, "a positive number of seconds"),
     ("search.storage_retry_s", lambda v: v > 0, "a positive number of seconds"),

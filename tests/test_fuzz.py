@@ -234,6 +234,7 @@ BAD_VALUES = {
     "search.n_trials": ["0", "-1", "1.5", "many"],
     "search.timeout": ["0", "-3"],
     "search.n_startup_trials": ["-1"],
+    "search.seeds": ["0", "-2", "1.5"],
     "search.heartbeat_interval": ["0", "-1"],
     "search.grace_period": ["0"],
     "search.storage_retry_s": ["0"],

@@ -1,18 +1,22 @@
 """Search-space parsing and validation, hp_space, study compatibility checks, and when a trial may be pruned."""
 
+import math
 import re
+import statistics
 
 import datasets
 import optuna
+import pandas as pd
 import pytest
 from datasets import Dataset, DatasetDict
 
 from devtools.commands import TINY
-from pipeline import console
+from pipeline import classifier, console
 from pipeline.data.fingerprint import fingerprint
 from pipeline.data.read import label_names
 from pipeline.data.splits import load_splits, tokenize
 from pipeline.errors import PipelineError
+from pipeline.finalize import Seeds
 from pipeline.search import storage
 from pipeline.search.space import (
     Param,
@@ -21,11 +25,12 @@ from pipeline.search.space import (
     load_space,
     seeded_model_init,
 )
-from pipeline.search.study import open_study
+from pipeline.search.study import open_study, ties
+from pipeline.tracking.registry import SEED_TAG, SEEDS_TAG
 from pipeline.training import model
 from pipeline.training.args import training_args
 from pipeline.training.trainer import build_trainer, objective
-from tests.conftest import compose_config, write_space
+from tests.conftest import compose_config, mlflow_client, run_entry_point_said, tracking_uri, write_space
 
 FEATURES = datasets.Features(text=datasets.Value("string"), label=datasets.ClassLabel(names=["x", "y"]))
 
@@ -228,3 +233,75 @@ def test_an_end_of_the_range_is_reported_only_when_no_trial_as_good_stays_away_f
     assert at_bounds({"num_train_epochs": 3, "learning_rate": 9.5e-5}, space, ties=ties) == [
         "num_train_epochs=3 is at the upper end of [1, 3]",
     ]
+
+
+def test_trials_within_one_standard_error_of_the_best_tie_and_the_summary_names_them():
+    study = optuna.create_study(direction="maximize")
+    for value in (0.80, 0.70, 0.765, 0.759):  # on 100 rows: one standard error at 0.8 is 0.04
+        study.add_trial(optuna.trial.create_trial(value=value))
+    assert ties(study, study.best_trial, rows=100) == [0, 2]
+    assert ties(study, study.best_trial, rows=10_000) == [0]  # 0.004: the best stands alone
+    perfect = optuna.create_study(direction="maximize")
+    for value in (1.0, 0.99, 1.0):  # no spread at 1.0: only equals tie
+        perfect.add_trial(optuna.trial.create_trial(value=value))
+    assert ties(perfect, perfect.best_trial, rows=120) == [0, 2]
+    assert console.ties_line([0, 2], 120) == (
+        "trials 0, 2 tie within noise on 120 validation rows: more validation rows would separate them"
+    )
+    assert console.ties_line(list(range(11)), 1500).startswith("trials 0, 1, 2, 3, 4, 5, 6, 7 and 3 more tie within ")
+
+
+def test_seeds_are_summed_up_as_by_hand_and_the_first_best_on_validation_is_kept():
+    seeds = Seeds({43: 0.80, 44: 0.86, 45: 0.86})
+    assert seeds.chosen == 44
+    mean, sd = (0.80 + 0.86 + 0.86) / 3, math.sqrt(((0.80 - 0.84) ** 2 + 2 * (0.86 - 0.84) ** 2) / 2)
+    assert seeds.metrics() == pytest.approx({"seeds_eval_accuracy_mean": mean, "seeds_eval_accuracy_sd": sd})
+    assert seeds.line() == (
+        f"3 seeds: validation accuracy 0.8400 ± {sd:.4f} (sd; 0.8000, 0.8600, 0.8600); registered seed 44, the best "
+        "on validation"
+    )
+
+
+@pytest.mark.slow
+def test_search_seeds_retrains_the_best_trial_on_new_seeds_and_registers_the_best_on_validation(
+    tmp_path, monkeypatch, capsys
+):
+    """`model=tiny`, two trials with the same values (so they tie), then the best retrained on 3 seeds."""
+    rows = [(f"note {i} " + ("win cash" if i % 2 else "see you"), "spam" if i % 2 else "ham") for i in range(120)]
+    pd.DataFrame(rows, columns=["text", "label"]).to_csv(tmp_path / "notes.csv", index=False)
+    space = {
+        "learning_rate": {"type": "categorical", "choices": [3e-3]},
+        "num_train_epochs": {"type": "categorical", "choices": [2]},
+    }
+    command = [
+        "dataset=local",
+        f"dataset.train_file={tmp_path / 'notes.csv'}",
+        "model=tiny",
+        f"search.space={write_space(tmp_path, space)}",
+        "search.n_trials=2",
+        "search.seeds=3",
+        "trainer.learning_rate=3e-3",
+        "trainer.num_train_epochs=2",
+    ]
+    code, out, err = run_entry_point_said(monkeypatch, capsys, tmp_path, *command)
+    assert code == 0, err[-3000:]
+    assert re.search(r"ties +. trials 0, 1 tie within noise on 10 validation rows: more validation rows", out), out
+    client = mlflow_client(tmp_path)
+    (version,) = client.search_model_versions("name = 'local'")
+    run = client.get_run(version.run_id)
+    scored = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "seed_eval_accuracy")}
+    assert sorted(scored) == [43, 44, 45]  # new seeds: the trials trained on seed 42
+    for seed, value in scored.items():  # each retraining's own curve, ending on its score
+        assert client.get_metric_history(run.info.run_id, f"final_seed{seed}_eval_accuracy")[-1].value == value
+    chosen = max(sorted(scored), key=scored.__getitem__)
+    assert version.tags[SEED_TAG] == str(chosen)
+    line = Seeds({s: scored[s] for s in sorted(scored)}).line()
+    assert version.tags[SEEDS_TAG] == line and f"trained on {line}" in version.description
+    assert run.data.metrics["seeds_eval_accuracy_mean"] == pytest.approx(statistics.mean(scored.values()))
+    assert re.search(r"seeds +. 3 seeds: validation accuracy ", out), out
+    # The registered weights are the chosen seed's: they score its validation accuracy on the validation rows.
+    validation = load_splits(compose_config(*command).dataset, 42)["validation"]
+    found = classifier.load(f"models:/local/{version.version}", tracking_uri(tmp_path), precision_choice="fp32")
+    predicted, _ = found.label_of(found.probabilities(list(validation["text"])))
+    truth = [validation.features["label"].int2str(i) for i in validation["label"]]
+    assert sum(p == t for p, t in zip(predicted, truth)) / len(truth) == pytest.approx(scored[chosen])

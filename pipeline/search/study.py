@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import warnings
@@ -115,6 +116,14 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
             "same command again (each trial's error is in MLflow, tag pipeline.error)"
         )
     return max(complete, key=lambda t: (t.value, -t.number))
+
+
+def ties(study: optuna.Study, best: optuna.trial.FrozenTrial, rows: int) -> list[int]:
+    """The completed trials (the best among them) whose validation accuracy lies within one standard error
+    of the best's, sqrt(p(1-p)/rows) on `rows` validation rows: the search cannot tell them apart."""
+    margin = math.sqrt(best.value * (1 - best.value) / rows) if rows else 0.0
+    complete = study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])
+    return sorted(t.number for t in complete if t.value >= best.value - margin - 1e-12)
 
 
 def fail_stale_trials(study: optuna.Study) -> None:

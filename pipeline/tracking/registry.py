@@ -28,6 +28,8 @@ INTERVAL_TAGS = tuple(f"test_{name}" for name in INTERVALS)  # each test score's
 TRIAL_RUN_TAG = "pipeline.trial_run_id"
 # On every version: the fingerprint of the splits it was trained and scored on (data.fingerprint).
 DATA_TAG = "pipeline.data"
+SEEDS_TAG = "pipeline.seeds"  # with search.seeds > 1: each seed's validation accuracy, in one line
+SEED_TAG = "pipeline.seed"  # with search.seeds > 1: the seed registered
 RUN_ID_TAG = "run_id"  # on every version: the MLflow run it was logged to
 MODEL_URI_TAG = "pipeline.model_uri"  # on that run: the version it registered
 # Explicit requirements: left to infer them, mlflow.transformers imports torchvision (absent here). MLflow's
@@ -44,6 +46,7 @@ class FinalModel:
     champion: str | None  # the version that holds the alias afterwards (None: no version may hold it)
     validation: float | None = None  # the best trial's validation accuracy (None from mode=train)
     decision: str | None = None  # why this version holds the alias or not, in one line (promotion.decision_line)
+    seeds: str | None = None  # with search.seeds > 1: each seed's validation accuracy (finalize.Seeds.line)
 
     @property
     def test_accuracy(self) -> float:
@@ -71,9 +74,15 @@ class Scores:
 
 
 def register(
-    trainer: PipelineTrainer, scores: Scores, tracker: Tracker, cfg: RegistryConfig, source: Source
+    trainer: PipelineTrainer,
+    scores: Scores,
+    tracker: Tracker,
+    cfg: RegistryConfig,
+    source: Source,
+    extra_tags: dict[str, str] | None = None,
 ) -> FinalModel:
-    """Log the trained model to `source.run_id` as an MLflow model, register it and apply the champion rule."""
+    """Log the trained model to `source.run_id` as an MLflow model, register it (with `extra_tags` besides its
+    scores and provenance) and apply the champion rule."""
     run_id, trial_run_id, name, metrics = source.run_id, source.trial_run_id, cfg.name, scores.metrics
     tracker.log_metrics(run_id, metrics)
     baseline = promotion.baseline_line(scores.baseline, scores.majority, cfg.alpha)
@@ -93,6 +102,7 @@ def register(
             promotion.PREDICTIONS_TAG: answers,
         }
         tags |= {k: str(v) for k, v in metrics.items() if k.startswith(PER_CLASS_TAGS) or k in INTERVAL_TAGS}
+        tags |= extra_tags or {}
         if trial_run_id:
             tags[TRIAL_RUN_TAG] = trial_run_id
         registered = mlflow.register_model(logged_uri, name, tags=tags)
@@ -102,7 +112,8 @@ def register(
         keep_decision(tracker, cfg.name, registered.version, run_id, promotion.decision_tags(decision, line))
     model_uri = f"models:/{name}/{registered.version}"
     tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
-    return FinalModel(metrics, model_uri, registered.version, decision.champion, decision=line)
+    seeds = (extra_tags or {}).get(SEEDS_TAG)
+    return FinalModel(metrics, model_uri, registered.version, decision.champion, decision=line, seeds=seeds)
 
 
 def keep_decision(tracker: Tracker, name: str, version: str, run_id: str, tags: dict[str, str]) -> None:
@@ -179,7 +190,8 @@ def registered_from(tracker: Tracker, cfg: RegistryConfig, trial_run_id: str | N
     line = promotion.decision_line(version.version, decision, cfg, baseline_from_tags(version))
     if promotion.DECISION_TAG not in version.tags:
         keep_decision(tracker, name, version.version, run_id, promotion.decision_tags(decision, line))
-    return FinalModel(metrics, model_uri, version.version, decision.champion, decision=line)
+    seeds = version.tags.get(SEEDS_TAG)
+    return FinalModel(metrics, model_uri, version.version, decision.champion, decision=line, seeds=seeds)
 
 
 def baseline_from_tags(version: ModelVersion) -> str | None:
