@@ -13,6 +13,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,10 +25,14 @@ from transformers import (
     PreTrainedModel,
 )
 
+from pipeline.data.profile import Profile
 from pipeline.errors import PipelineError, did_you_mean
 from pipeline.runtime import sqlite
 from pipeline.schema import TrackingConfig
 from pipeline.training import precision
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 BATCH_SIZE = 64  # texts per batch; on an H200 too, 64 classified faster than 256 (docs/performance.md)
 DEVICES = ("auto", "cpu", "cuda")
@@ -39,6 +44,7 @@ class Classifier:
     tokenizer: object
     labels: list[str]  # by class id
     quantized: bool = False  # int8 Linear layers (CPU)
+    profile: Profile | None = None  # a registered version's training data (data/profile.py), else None
 
     @property
     def device(self) -> torch.device:
@@ -99,17 +105,19 @@ def load(
     precision.attention_without_cudnn()  # texts batched by length: a new length nearly every batch
     if not sys.stderr.isatty():  # "Loading weights" redrawn as lines in a log or a pipe
         transformers.utils.logging.disable_progress_bar()
+    profile = None
     if Path(uri).is_dir():
         model, tokenizer = AutoModelForSequenceClassification.from_pretrained(uri), AutoTokenizer.from_pretrained(uri)
     elif uri.startswith(("models:/", "runs:/")):
         model, tokenizer = _from_mlflow(uri, tracking_uri)
+        profile = _training_profile(uri, tracking_uri)
     else:
         raise PipelineError(
             f"{uri}: neither a model directory nor a models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ URI"
         )
     labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
     model = quantized(model) if quantize else model.to(target, dtype)
-    return Classifier(model, tokenizer, labels, quantize)
+    return Classifier(model, tokenizer, labels, quantize, profile)
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -145,6 +153,32 @@ def _from_mlflow(uri: str, tracking_uri: str):
             f"{_registered_names(uri, tracking_uri)}"
         ) from None
     return components["model"], components["tokenizer"]
+
+
+def registered_version(uri: str, tracking_uri: str) -> ModelVersion | None:
+    """The model version a models:/ URI names (None for a directory or runs:/ URI)."""
+    if not uri.startswith("models:/"):
+        return None
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    name, _, rest = uri.removeprefix("models:/").partition("/")
+    if "@" in name:
+        name, alias = name.split("@", 1)
+        return client.get_model_version_by_alias(name, alias)
+    return client.get_model_version(name, rest)
+
+
+def _training_profile(uri: str, tracking_uri: str) -> Profile | None:
+    """The training profile of the version a models:/ URI names, where it was kept."""
+    version = registered_version(uri, tracking_uri)
+    if version is None:
+        return None
+    from mlflow.tracking import MlflowClient
+
+    from pipeline.tracking import registry  # with the Trainer: only where a registered model is loaded
+
+    return registry.training_profile(MlflowClient(tracking_uri, tracking_uri), version)
 
 
 def _registered_names(uri: str, tracking_uri: str) -> str:

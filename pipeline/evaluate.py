@@ -19,6 +19,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from pipeline import classifier
 from pipeline.data import files
+from pipeline.data.profile import Shift, profile, shift
 from pipeline.data.read import read_ag_news_csv
 from pipeline.errors import PipelineError
 from pipeline.runtime import interrupts, startup
@@ -29,6 +30,7 @@ from pipeline.training.metrics import PER_CLASS, TEST_METRIC, Scored, metric_nam
 
 MODEL_VERSION_TAG = "pipeline.model_version"  # on the evaluation run: models:/NAME/VERSION
 EVALUATION_TAG = "pipeline.evaluation_run"  # on the version: its latest evaluation run
+DRIFT_TAG = "pipeline.drift"  # on the evaluation run: how the rows differ from the training data, or "none"
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     predicted, _ = model.label_of(model.probabilities(labelled.texts, args.batch_size, progress=True))
     scored = Scored(model.labels, labelled.truth, predicted)
     metrics = scored.metrics()
-    version = registered_version(args.uri, args.tracking_uri)
+    version = classifier.registered_version(args.uri, args.tracking_uri)
     print(summary(args.uri, labelled, scored, metrics, version, model.where()))
+    drift = shift(model.profile, profile(labelled.texts, labelled.truth, model.tokenizer)) if model.profile else None
+    if drift is not None and drift.far:
+        rows = f"the {len(labelled.texts)} rows of {labelled.source}"
+        print(drift.line(rows, "scores here and on the test split are not comparable (docs/uncertainty.md)"))
     if version is not None:
-        run_id = log_evaluation(args.tracking_uri, version, labelled, scored, model)
+        run_id = log_evaluation(args.tracking_uri, version, labelled, scored, model, drift)
         print(
             f"logged as MLflow run {run_id} (tag {ROLE_TAG}=evaluation); {EVALUATION_TAG} on "
             f"models:/{version.name}/{version.version}"
@@ -95,18 +101,6 @@ def read_labelled(args: argparse.Namespace) -> Labelled:
     return Labelled(rows, texts, [str(v).strip() for v in rows[args.label_column]], where)
 
 
-def registered_version(uri: str, tracking_uri: str):
-    """The model version a models:/ URI names (None for a directory or runs:/ URI)."""
-    if not uri.startswith("models:/"):
-        return None
-    client = MlflowClient(tracking_uri, tracking_uri)
-    name, _, rest = uri.removeprefix("models:/").partition("/")
-    if "@" in name:
-        name, alias = name.split("@", 1)
-        return client.get_model_version_by_alias(name, alias)
-    return client.get_model_version(name, rest)
-
-
 def summary(uri: str, labelled: Labelled, scored: Scored, metrics: dict[str, float], version, where: str) -> str:
     recorded = version.tags.get(TEST_METRIC) if version is not None else None
     then = f" (test accuracy when registered: {float(recorded):.4f})" if recorded else ""
@@ -121,9 +115,12 @@ def summary(uri: str, labelled: Labelled, scored: Scored, metrics: dict[str, flo
     return "\n".join(lines)
 
 
-def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Scored, model: classifier.Classifier) -> str:
-    """An MLflow run in the version's experiment: metrics, the data as an input, the confusion matrix, and
-    where the model ran: params `quantized` (int8) and `device` (`cuda:0 (NVIDIA H200, bfloat16)`)."""
+def log_evaluation(
+    tracking_uri: str, version, labelled: Labelled, scored: Scored, model: classifier.Classifier, drift: Shift | None
+) -> str:
+    """An MLflow run in the version's experiment: metrics (with the rows' shift from the training data, where
+    the version kept its profile), the data as an input, the confusion matrix, and where the model ran: params
+    `quantized` (int8) and `device` (`cuda:0 (NVIDIA H200, bfloat16)`)."""
     client = interrupts.HeldDuringWrites(MlflowClient(tracking_uri, tracking_uri))  # Ctrl-C: no half a write
     experiment_id = client.get_run(version.run_id).info.experiment_id
     model_uri = f"models:/{version.name}/{version.version}"
@@ -132,12 +129,14 @@ def log_evaluation(tracking_uri: str, version, labelled: Labelled, scored: Score
         MODEL_VERSION_TAG: model_uri,
         MLFLOW_RUN_NAME: f"evaluate-{version.name}-v{version.version}",
     }
+    if drift is not None:
+        tags[DRIFT_TAG] = "; ".join(drift.far) or "none"
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
     with ended_as_the_block_ends(client, run_id):
         now = int(time.time() * 1000)
         client.log_batch(
             run_id,
-            metrics=[Metric(k, v, now, 0) for k, v in scored.metrics().items()],
+            metrics=[Metric(k, v, now, 0) for k, v in (scored.metrics() | (drift.metrics() if drift else {})).items()],
             params=[Param("quantized", str(model.quantized).lower()), Param("device", model.where())],
         )
         path = labelled.source.split("=", 1)[1]

@@ -135,7 +135,7 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
     title = f"model={prep.cfg.model.name} on the test split ({len(prep.test_rows)} rows)"
     scored = Scored(prep.labels, scores.answers.truth, scores.answers.predicted)
     report.log_confusion_matrix(prep.tracker.client, run_id, scored, title)
-    source = registry.Source(run_id, prep.data_fingerprint, best.run_id)
+    source = registry.Source(run_id, prep.data_fingerprint, best.run_id, prep.profile)
     # The weights are kept once, in MLflow (and the best trial's checkpoint): no copy under outputs/.
     extra_tags = {registry.SEEDS_TAG: seeds.line(), registry.SEED_TAG: str(seeds.chosen)} if seeds else {}
     final = registry.register(trainer, scores, prep.tracker, prep.cfg.registry, source, extra_tags)
@@ -230,6 +230,9 @@ def model_card(
         f"- dataset `{cfg.dataset.name}` from `{described['data_source']}`; rows: "
         + ", ".join(f"{split} {n}" for split, n in rows.items()),
         f"- content fingerprint `{prep.data_fingerprint}`; texts truncated at {cfg.dataset.max_length} tokens",
+        f"- training texts: median {prep.profile.lengths['50']:.0f} tokens (5-95%: {prep.profile.lengths['5']:.0f}-"
+        f"{prep.profile.lengths['95']:.0f}); labels: "
+        + ", ".join(f"{label} {share:.0%}" for label, share in prep.profile.labels.items()),
         "",
         "## Model",
         f"- base model `{cfg.model.name}` (`{described['model_source']}`)",

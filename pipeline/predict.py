@@ -11,6 +11,7 @@ import pandas as pd
 
 from pipeline import classifier
 from pipeline.data import files
+from pipeline.data.profile import profile, shift
 from pipeline.errors import PipelineError
 from pipeline.runtime import startup
 
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> None:
     texts = files.texts_of(rows, columns, f"--input={args.input}") if rows is not None else args.texts
     model = classifier.from_options(args)
     print(f"{args.uri} on {model.where()}", file=sys.stderr)  # stdout carries the rows alone
+    warn_on_drift(model, texts, f"the {len(texts)} texts" + (f" of --input={args.input}" if args.input else ""))
     probabilities = model.probabilities(texts, args.batch_size, progress=rows is not None)
     labels, scores = model.label_of(probabilities)
     if rows is None:
@@ -47,6 +49,16 @@ def run(args: argparse.Namespace) -> None:
             print(f"{label}\t{score:.4f}")
         return
     files.write_rows(with_predictions(rows, model, probabilities, args.all_scores), args.output)
+
+
+def warn_on_drift(model: classifier.Classifier, texts: list[str], said: str) -> None:
+    """One line on stderr when the texts' lengths or unknown tokens are far outside the training data's."""
+    if model.profile is None:  # a directory, or a version from before profiles were kept
+        return
+    drift = shift(model.profile, profile(texts, None, model.tokenizer))
+    if drift.far:
+        consequence = "predictions may be less accurate than the test accuracy says (docs/uncertainty.md)"
+        print(drift.line(said, consequence), file=sys.stderr)
 
 
 def with_predictions(rows: pd.DataFrame, model: classifier.Classifier, probabilities, all_scores: bool) -> pd.DataFrame:

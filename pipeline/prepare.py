@@ -15,6 +15,7 @@ from omegaconf import DictConfig
 
 from pipeline import console
 from pipeline.data.fingerprint import identify
+from pipeline.data.profile import Profile, profile
 from pipeline.data.read import label_names
 from pipeline.data.splits import (
     Duplicates,
@@ -52,6 +53,7 @@ class Prepared:
     duplicates: Duplicates  # texts in more than one split, counted before any were dropped
     test_rows: list[str]  # each test row's name (promotion.row_ids), for comparing versions row by row
     majority: str  # the training split's most common label: the baseline every model must beat
+    profile: Profile  # the training split's profile, kept with each version (data/profile.py)
 
     def trainer(
         self, params: dict[str, Any], callbacks: list, output_dir: Path | None = None, resumer: Resumer | None = None
@@ -105,4 +107,5 @@ def prepare(cfg: DictConfig) -> Prepared:
         duplicates,
         row_ids(texts(splits["test"])),
         labels[majority_class(splits["train"])],
+        profile(texts(splits["train"]), [labels[i] for i in splits["train"]["label"]], tokenizer),
     )

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -19,10 +21,12 @@ from mlflow.tracking import MlflowClient
 from devtools.commands import pipeline_env, run_pipeline, tracking_uri
 from devtools.services import free_port
 from pipeline.data import files
-from pipeline.evaluate import EVALUATION_TAG, MODEL_VERSION_TAG
+from pipeline.data.splits import load_splits
+from pipeline.evaluate import DRIFT_TAG, EVALUATION_TAG, MODEL_VERSION_TAG
+from pipeline.tracking.registry import PROFILE_TAG
 from pipeline.tracking.report import CONFUSION_MATRIX
 from pipeline.tracking.tracker import ROLE_TAG
-from tests.conftest import write_space
+from tests.conftest import compose_config, write_space
 from tests.mlflow_ui import wait_for
 from tests.test_own_csv import TOPICS, command, write_reviews
 
@@ -299,6 +303,44 @@ def test_evaluate_logs_an_evaluation_run_linked_to_the_version(champion, tmp_pat
     )
     assert other.returncode == 2 and "['cooking'] are not among the model's labels" in other.stderr
     assert client.get_model_version_by_alias("local", "champion").tags[EVALUATION_TAG] == run.info.run_id
+
+
+@pytest.mark.slow
+def test_evaluate_and_predict_say_when_rows_are_unlike_the_training_data_and_only_then(champion, tmp_path):
+    work, _, client = champion
+    version = client.get_model_version_by_alias("local", "champion")
+    kept = Path(client.download_artifacts(version.run_id, version.tags[PROFILE_TAG], str(tmp_path)))
+    kept = json.loads(kept.read_text())
+    cfg = compose_config(*command(work.parent / "data" / "reviews.csv"))
+    train = load_splits(cfg.dataset, cfg.seed)["train"]
+    names = train.features["label"].names
+    counts = Counter(names[i] for i in train["label"])
+    assert kept["rows"] == len(train) and kept["labels"] == {k: counts[k] / len(train) for k in sorted(counts)}
+    like = pd.read_csv(write_reviews(tmp_path / "like" / "reviews.csv"))  # a fresh token: the same shape
+    unlike = like[like["topic"] != "science"].assign(body=lambda rows: (rows["body"] + " ") * 5)
+    unlike.to_csv(tmp_path / "unlike.csv", index=False)
+    said = {}
+    for name, path in (("like", tmp_path / "like" / "reviews.csv"), ("unlike", tmp_path / "unlike.csv")):
+        options = ["--label-column", "topic", "--text-columns", "body"]
+        evaluated = run_pipeline(work, CHAMPION, str(path), *options, module="pipeline.evaluate")
+        assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+        run = client.get_run(client.get_model_version_by_alias("local", "champion").tags[EVALUATION_TAG])
+        predicted = predict(work, CHAMPION, "--input", str(path), "--text-columns", "body")
+        assert predicted.returncode == 0, predicted.stderr[-3000:]
+        said[name] = (evaluated.stdout, predicted.stderr, run.data)
+    evaluated, predicted, logged = said["like"]
+    assert "unlike" not in evaluated and "unlike" not in predicted
+    assert logged.tags[DRIFT_TAG] == "none" and 0.75 < logged.metrics["drift_length_ratio"] < 1.33
+    evaluated, predicted, logged = said["unlike"]
+    shift = re.escape(f"the 60 rows of FILE={tmp_path / 'unlike.csv'} are unlike the training data: texts ")
+    label = r"label 'science' on 0% of rows \(\d+% in training\)"
+    pattern = rf"warning: {shift}[\d.]+x as long \(median \d+ tokens, \d+ in training\); {label}: scores here and on"
+    assert re.search(pattern, evaluated), evaluated
+    assert "warning: the 60 texts of --input=" in predicted and "x as long (median" in predicted
+    assert "label" not in predicted.split("warning:")[1]  # predict has no labels to compare
+    assert 4 < logged.metrics["drift_length_ratio"] < 7  # 5 times the text, the fresh token cut in other pieces
+    assert logged.metrics["drift_label_share_change"] == pytest.approx(kept["labels"]["science"])
+    assert logged.tags[DRIFT_TAG].startswith(f"texts {logged.metrics['drift_length_ratio']:.1f}x as long")
 
 
 @pytest.mark.slow

@@ -13,17 +13,15 @@ import csv
 import hashlib
 import io
 import math
-import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
 from pipeline.schema import Promotion, RegistryConfig
 from pipeline.tracking.internals import duplicate_key
-from pipeline.tracking.tracker import Tracker
+from pipeline.tracking.tracker import Tracker, artifact_text
 from pipeline.training.metrics import TEST_METRIC
 
 # Each version's answers: an artifact of its run, one file per logged model (a run that registers twice, as a
@@ -230,9 +228,7 @@ def read_answers(tracker: Tracker, run_id: str | None, artifact: str | None) -> 
         return None
     if artifact not in {a.path for a in tracker.client.list_artifacts(run_id, artifact.rsplit("/", 1)[0])}:
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = tracker.client.download_artifacts(run_id, artifact, tmp)
-        return Answers.from_csv(Path(path).read_text(encoding="utf-8"))
+    return Answers.from_csv(artifact_text(tracker.client, run_id, artifact))
 
 
 def decision_line(version: str, decision: Decision, cfg: RegistryConfig, baseline: str | None = None) -> str:

@@ -4,6 +4,7 @@ data) and a rerun from registering twice."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -11,14 +12,16 @@ import mlflow
 from mlflow.entities import LoggedModel, LoggedModelStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import infer_signature
+from mlflow.tracking import MlflowClient
 
 from pipeline.data.fingerprint import is_content_fingerprint
+from pipeline.data.profile import Profile
 from pipeline.errors import PipelineError
 from pipeline.runtime import interrupts
 from pipeline.schema import RegistryConfig
 from pipeline.tracking import promotion
 from pipeline.tracking.promotion import Answers, Comparison, Rule
-from pipeline.tracking.tracker import Tracker
+from pipeline.tracking.tracker import Tracker, artifact_text
 from pipeline.training.metrics import F1_METRIC, INTERVALS, TEST_METRIC
 from pipeline.training.trainer import PipelineTrainer
 
@@ -30,6 +33,7 @@ TRIAL_RUN_TAG = "pipeline.trial_run_id"
 DATA_TAG = "pipeline.data"
 SEEDS_TAG = "pipeline.seeds"  # with search.seeds > 1: each seed's validation accuracy, in one line
 SEED_TAG = "pipeline.seed"  # with search.seeds > 1: the seed registered
+PROFILE_TAG = "pipeline.data_profile"  # on every version: the artifact holding its training data's profile
 RUN_ID_TAG = "run_id"  # on every version: the MLflow run it was logged to
 MODEL_URI_TAG = "pipeline.model_uri"  # on that run: the version it registered
 # Explicit requirements: left to infer them, mlflow.transformers imports torchvision (absent here). MLflow's
@@ -60,6 +64,7 @@ class Source:
     run_id: str  # the MLflow run it is logged to
     data_fingerprint: str  # data.fingerprint of the splits it was trained and scored on
     trial_run_id: str | None = None  # from a search: its best trial's MLflow run
+    profile: Profile | None = None  # its training data's profile (data/profile.py)
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ def register(
     # Before the version exists: every version has its answers, for the champion rule to compare.
     answers = promotion.predictions_path(logged_uri.removeprefix("models:/"))
     tracker.client.log_text(run_id, scores.answers.to_csv(), answers)
+    profile = profile_path(logged_uri.removeprefix("models:/"))
+    if source.profile is not None:
+        tracker.client.log_dict(run_id, source.profile.to_dict(), profile)
     with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
         tags = {
             TEST_METRIC: str(metrics[TEST_METRIC]),
@@ -101,6 +109,8 @@ def register(
             promotion.BASELINE_P_TAG: f"{scores.baseline.p_value:.6g}",
             promotion.PREDICTIONS_TAG: answers,
         }
+        if source.profile is not None:
+            tags[PROFILE_TAG] = profile
         tags |= {k: str(v) for k, v in metrics.items() if k.startswith(PER_CLASS_TAGS) or k in INTERVAL_TAGS}
         tags |= extra_tags or {}
         if trial_run_id:
@@ -114,6 +124,18 @@ def register(
     tracker.set_tag(run_id, MODEL_URI_TAG, model_uri)
     seeds = (extra_tags or {}).get(SEEDS_TAG)
     return FinalModel(metrics, model_uri, registered.version, decision.champion, decision=line, seeds=seeds)
+
+
+def profile_path(model_id: str) -> str:
+    """Where a logged model's training profile is kept on its run: a run may log several models."""
+    return f"data_profile/{model_id}.json"
+
+
+def training_profile(client: MlflowClient, version: ModelVersion) -> Profile | None:
+    """The profile of the data `version` was trained on (None for a version from before they were kept)."""
+    if PROFILE_TAG not in version.tags:
+        return None
+    return Profile.from_dict(json.loads(artifact_text(client, version.run_id, version.tags[PROFILE_TAG])))
 
 
 def keep_decision(tracker: Tracker, name: str, version: str, run_id: str, tags: dict[str, str]) -> None:

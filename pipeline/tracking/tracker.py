@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -37,6 +38,7 @@ RUN_ID_ATTR = "mlflow_run_id"  # on each Optuna trial
 WORKER = "pipeline.worker"  # host:pid that ran a trial: an Optuna user attribute and an MLflow tag
 SETTLE_S = 1.0  # how long a new parent run waits for racing creators' runs to become visible
 LOG_BATCH_MAX = 1000  # metrics MLflow takes in one log_batch call
+PROGRESS_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"  # read by MLflow at each download
 # At most 10 s per request, 2 retries 1 s and 2 s apart: about 35 s before a call to a dead server fails.
 SERVER_CALL_LIMITS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
@@ -250,6 +252,19 @@ def ended_as_the_block_ends(client: MlflowClient, run_id: str) -> Iterator[None]
         raise
     finally:
         client.set_terminated(run_id, status)
+
+
+def artifact_text(client: MlflowClient, run_id: str, path: str) -> str:
+    """A small text artifact of `run_id` (a few kB: MLflow's download bar would only add a line)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ[PROGRESS_BAR_ENV], before = "false", os.environ.get(PROGRESS_BAR_ENV)
+        try:
+            return Path(client.download_artifacts(run_id, path, tmp)).read_text(encoding="utf-8")
+        finally:
+            if before is None:
+                os.environ.pop(PROGRESS_BAR_ENV)
+            else:
+                os.environ[PROGRESS_BAR_ENV] = before
 
 
 def again_on_lost_race(write: Callable[[], object]) -> None:
