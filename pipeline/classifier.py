@@ -149,7 +149,7 @@ def _from_mlflow(uri: str, tracking_uri: str):
         components = mlflow.transformers.load_model(uri, return_type="components")
     except Exception as err:  # no such model, version or alias; an unreachable server
         raise PipelineError(
-            f"cannot load {uri} from --tracking-uri={tracking_uri}: {str(err).splitlines()[0]}"
+            f"cannot load {uri} from --tracking-uri={tracking_uri}: {str(err).splitlines()[0].rstrip('.')}"
             f"{_registered_names(uri, tracking_uri)}"
         ) from None
     return components["model"], components["tokenizer"]
@@ -194,8 +194,28 @@ def _registered_names(uri: str, tracking_uri: str) -> str:
     except Exception:  # the store itself failed: its error above says so
         return ""
     if name in names:
-        return ""
+        return _versions_instead(uri, name, tracking_uri)
     return f"; registered models here: {', '.join(names) or 'none'}{did_you_mean(name, names)}"
+
+
+def _versions_instead(uri: str, name: str, tracking_uri: str) -> str:
+    """For a models:/NAME@ALIAS URI whose alias no version holds: the versions to name instead."""
+    if "@" not in uri:
+        return ""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri, tracking_uri)
+    alias = uri.split("@", 1)[1]
+    if alias in client.get_registered_model(name).aliases:
+        return ""
+    versions = sorted((int(v.version) for v in client.search_model_versions(f"name = '{name}'")), reverse=True)
+    if not versions:
+        return ""
+    return (
+        f"; no version of {name} holds {alias} (a version takes it only when it beats the majority class and the "
+        f"version holding it: docs/uncertainty.md); use models:/{name}/{versions[0]}"
+        + (f" (versions: {', '.join(map(str, versions))})" if len(versions) > 1 else "")
+    )
 
 
 def check_store(tracking_uri: str) -> None:

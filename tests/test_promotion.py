@@ -7,6 +7,7 @@ import threading
 import pandas as pd
 import pytest
 
+from pipeline import predict
 from pipeline.schema import Promotion, RegistryConfig, TrackingConfig
 from pipeline.tracking.promotion import (
     BASELINE_P_TAG,
@@ -25,7 +26,7 @@ from pipeline.tracking.promotion import (
 )
 from pipeline.tracking.tracker import Tracker
 from pipeline.training.metrics import TEST_METRIC
-from tests.conftest import mlflow_client, run_entry_point_said
+from tests.conftest import mlflow_client, run_entry_point_said, tracking_uri
 
 N = 200
 TRUTH = ["spam" if i % 4 == 0 else "ham" for i in range(N)]
@@ -211,6 +212,12 @@ def test_a_model_that_answers_one_class_everywhere_is_called_so_and_not_champion
     (card,) = tmp_path.glob("outputs/**/model_card.md")
     assert "against answering 'ham' (the training split's most common label) on every test row: +0.0 points, p=1" in (
         card.read_text()
+    )
+    # The alias in a command: one line naming the version to use instead.
+    assert predict.main(["models:/local@champion", "win cash", "--tracking-uri", tracking_uri(tmp_path)]) == 2
+    assert capsys.readouterr().err.endswith(
+        "alias champion not found; no version of local holds champion (a version takes it only when it beats the "
+        "majority class and the version holding it: docs/uncertainty.md); use models:/local/1\n"
     )
 
 
