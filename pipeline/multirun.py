@@ -1,37 +1,46 @@
 """A Hydra multirun's last line: its best job by validation accuracy (never by test), with its test score.
-Hydra makes this callback before every run, so it stays light: it imports nothing of the pipeline's."""
+Each job leaves `best_job.json` in its output directory as it ends, in whatever process the launcher ran it
+(this one, or a SLURM job under the submitit launcher), and the multirun reads them back at its end. Hydra
+makes this callback before every run, so it stays light: it imports nothing of the pipeline's."""
 
 from __future__ import annotations
 
-import logging
+import json
+from pathlib import Path
 from typing import Any
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-log = logging.getLogger(__name__)
+JOB_FILE = "best_job.json"  # in each job's output directory: what the multirun's last line needs of it
 
 
 class BestJob(Callback):
-    """Collects each finished job's registered model (jobs of the basic launcher run in this process)."""
-
-    def __init__(self) -> None:
-        self.jobs: list[tuple[str, str, Any]] = []
-
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         final = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
-        if final is not None and final.validation is not None:
-            self.jobs.append((config.model.name, config.search.study_name, final))
+        if final is None or final.validation is None or not HydraConfig.initialized():
+            return
+        found = {
+            "model": config.model.name,
+            "study": config.search.study_name,
+            "validation": final.validation,
+            "test_accuracy": final.test_accuracy,
+            "low": final.metrics.get("test_accuracy_low"),  # none from a version registered before intervals
+            "high": final.metrics.get("test_accuracy_high"),
+            "model_uri": final.model_uri,
+        }
+        (Path(HydraConfig.get().runtime.output_dir) / JOB_FILE).write_text(json.dumps(found), encoding="utf-8")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if not self.jobs:
+        jobs = [json.loads(p.read_text(encoding="utf-8")) for p in Path(config.hydra.sweep.dir).rglob(JOB_FILE)]
+        if not jobs:
             return
-        model, study_name, final = max(self.jobs, key=lambda job: job[2].validation)
-        low, high = (final.metrics.get(f"test_accuracy_{end}") for end in ("low", "high"))
-        interval = f" (95% {low:.4f}-{high:.4f})" if low is not None else ""  # none from a version of before
+        best = max(jobs, key=lambda job: job["validation"])
+        interval = f" (95% {best['low']:.4f}-{best['high']:.4f})" if best["low"] is not None else ""
         print(
-            f"multirun: best job of {len(self.jobs)}: model={model} study={study_name} validation accuracy "
-            f"{final.validation:.4f}, test accuracy {final.test_accuracy:.4f}{interval}, {final.model_uri}",
+            f"multirun: best job of {len(jobs)}: model={best['model']} study={best['study']} validation accuracy "
+            f"{best['validation']:.4f}, test accuracy {best['test_accuracy']:.4f}{interval}, {best['model_uri']}",
             flush=True,
         )

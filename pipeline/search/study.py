@@ -136,8 +136,11 @@ def fail_stale_trials(study: optuna.Study) -> None:
 
 
 def worker_name() -> str:
-    """Which process ran a trial: kept on the trial and its MLflow run, to trace a worker that died."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """Which process ran a trial: kept on the trial and its MLflow run, to trace a worker that died.
+    `host:pid`, and under SLURM `slurm-JOB_TASK@host:pid` (`squeue`'s and `sacct`'s name for it)."""
+    job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    job = f"{job}_{os.environ.get('SLURM_ARRAY_TASK_ID')}" if job else os.environ.get("SLURM_JOB_ID")
+    return f"{f'slurm-{job}@' if job else ''}{socket.gethostname()}:{os.getpid()}"
 
 
 def warn_on_shared_sqlite(cfg: SearchConfig, study: optuna.Study) -> bool:
