@@ -28,7 +28,7 @@ from transformers import (
 from pipeline.data.profile import Profile
 from pipeline.errors import PipelineError, did_you_mean
 from pipeline.runtime import sqlite
-from pipeline.schema import TrackingConfig
+from pipeline.schema import RegistryConfig, TrackingConfig
 from pipeline.training import precision
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def _training_profile(uri: str, tracking_uri: str) -> Profile | None:
 
 def _registered_names(uri: str, tracking_uri: str) -> str:
     """For a models:/ URI whose name is not registered: the names that are (a quick try registers
-    `NAME-train400`, the full data `NAME`), the closest first."""
+    `NAME-train400`, the full data `NAME`), the closest first; for an alias no version holds, the versions."""
     if not uri.startswith("models:/"):
         return ""
     name = re.split(r"[@/]", uri.removeprefix("models:/"), maxsplit=1)[0]
@@ -194,7 +194,10 @@ def _registered_names(uri: str, tracking_uri: str) -> str:
     except Exception:  # the store itself failed: its error above says so
         return ""
     if name in names:
-        return _versions_instead(uri, name, tracking_uri)
+        try:
+            return _versions_instead(uri, name, tracking_uri)
+        except Exception:  # the store failed now: its error above says enough
+            return ""
     return f"; registered models here: {', '.join(names) or 'none'}{did_you_mean(name, names)}"
 
 
@@ -211,11 +214,12 @@ def _versions_instead(uri: str, name: str, tracking_uri: str) -> str:
     versions = sorted((int(v.version) for v in client.search_model_versions(f"name = '{name}'")), reverse=True)
     if not versions:
         return ""
-    return (
-        f"; no version of {name} holds {alias} (a version takes it only when it beats the majority class and the "
-        f"version holding it: docs/uncertainty.md); use models:/{name}/{versions[0]}"
-        + (f" (versions: {', '.join(map(str, versions))})" if len(versions) > 1 else "")
-    )
+    why = ""
+    if alias == RegistryConfig.alias:  # the alias the pipeline moves, by its rule
+        why = " (a version takes it only when it beats the majority class and the version holding it"
+        why += ": docs/uncertainty.md)"
+    listed = f" (versions: {', '.join(map(str, versions))})" if len(versions) > 1 else ""
+    return f"; no version of {name} holds {alias}{why}; use models:/{name}/{versions[0]}{listed}"
 
 
 def check_store(tracking_uri: str) -> None:

@@ -30,7 +30,8 @@ from pipeline.training.metrics import PER_CLASS, TEST_METRIC, Scored, metric_nam
 
 MODEL_VERSION_TAG = "pipeline.model_version"  # on the evaluation run: models:/NAME/VERSION
 EVALUATION_TAG = "pipeline.evaluation_run"  # on the version: its latest evaluation run
-DRIFT_TAG = "pipeline.drift"  # on the evaluation run: how the rows differ from the training data, or "none"
+# On the evaluation run: how the rows differ from the training data, "none", or "not judged: too few rows".
+DRIFT_TAG = "pipeline.drift"
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,8 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     metrics = scored.metrics()
     version = classifier.registered_version(args.uri, args.tracking_uri)
     print(summary(args.uri, labelled, scored, metrics, version, model.where()))
-    drift = shift(model.profile, profile(labelled.texts, labelled.truth, model.tokenizer)) if model.profile else None
+    here = profile(labelled.texts, labelled.truth, model.tokenizer, top_tokens=0) if model.profile else None
+    drift = shift(model.profile, here) if here else None
     if drift is not None and drift.far:
         rows = f"the {len(labelled.texts)} rows of {labelled.source}"
         print(drift.line(rows, "scores here and on the test split are not comparable (docs/uncertainty.md)"))
@@ -130,7 +132,7 @@ def log_evaluation(
         MLFLOW_RUN_NAME: f"evaluate-{version.name}-v{version.version}",
     }
     if drift is not None:
-        tags[DRIFT_TAG] = "; ".join(drift.far) or "none"
+        tags[DRIFT_TAG] = "; ".join(drift.far) or ("none" if drift.judged else "not judged: too few rows")
     run_id = client.create_run(experiment_id, tags=tags).info.run_id
     with ended_as_the_block_ends(client, run_id):
         now = int(time.time() * 1000)

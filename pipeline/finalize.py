@@ -181,20 +181,22 @@ def train_final(prep: Prepared, params: dict, run_id: str, prefix: str) -> Pipel
 
 def train_on_seeds(prep: Prepared, best: BestTrial, run_id: str) -> tuple[PipelineTrainer, Seeds]:
     """The final model trained `search.seeds` times on new seeds (the best trial's own was picked for scoring
-    best, and would flatter the mean); the one best on validation, and every seed's score."""
+    best, and would flatter the mean); the last Trainer holding the weights best on validation, and every
+    seed's score. The best weights wait on the CPU: one model trains at a time."""
     first = best.params.get("seed", prep.cfg.seed) + 1
-    kept, validation = None, {}
+    validation, kept = {}, None
     for seed in (s % (MAX_SEED + 1) for s in range(first, first + prep.cfg.search.seeds)):
         log.info("final model, seed %d (%d of %d)", seed, len(validation) + 1, prep.cfg.search.seeds)
         trainer = train_final(prep, {**best.params, "seed": seed}, run_id, f"final_seed{seed}_")
         validation[seed] = last_validation(trainer)
         prep.tracker.log_metrics(run_id, {f"seed_{OBJECTIVE}": validation[seed]}, step=seed)
-        if kept is None or validation[seed] > validation[kept[0]]:
-            kept = (seed, trainer)
+        if Seeds(validation).chosen == seed:
+            kept = {name: tensor.detach().cpu().clone() for name, tensor in trainer.model.state_dict().items()}
     seeds = Seeds(validation)
+    trainer.model.load_state_dict(kept)
     prep.tracker.log_metrics(run_id, seeds.metrics())
     log.info("%s", seeds.line())
-    return kept[1], seeds
+    return trainer, seeds
 
 
 def last_validation(trainer: PipelineTrainer) -> float:

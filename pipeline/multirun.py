@@ -1,5 +1,5 @@
 """A Hydra multirun's last line: its best job by validation accuracy (never by test), with its test score.
-Each job leaves `best_job.json` in its output directory as it ends, in whatever process the launcher ran it
+Each job leaves `multirun_job.json` in its output directory as it ends, in whatever process the launcher ran it
 (this one, or a SLURM job under the submitit launcher), and the multirun reads them back at its end. Hydra
 makes this callback before every run, so it stays light: it imports nothing of the pipeline's."""
 
@@ -12,15 +12,20 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-JOB_FILE = "best_job.json"  # in each job's output directory: what the multirun's last line needs of it
+JOB_FILE = "multirun_job.json"  # in each job's output directory: what the multirun's last line needs of it
 
 
 class BestJob(Callback):
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        for stale in Path(config.hydra.sweep.dir).rglob(JOB_FILE):  # a sweep directory used before
+            stale.unlink()
+
     def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
         final = job_return.return_value if job_return.status == JobStatus.COMPLETED else None
-        if final is None or final.validation is None or not HydraConfig.initialized():
+        if final is None or final.validation is None or HydraConfig.get().mode != RunMode.MULTIRUN:
             return
         found = {
             "model": config.model.name,

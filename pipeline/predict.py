@@ -55,7 +55,7 @@ def warn_on_drift(model: classifier.Classifier, texts: list[str], said: str) -> 
     """One line on stderr when the texts' lengths or unknown tokens are far outside the training data's."""
     if model.profile is None:  # a directory, or a version from before profiles were kept
         return
-    drift = shift(model.profile, profile(texts, None, model.tokenizer))
+    drift = shift(model.profile, profile(texts, None, model.tokenizer, top_tokens=0))
     if drift.far:
         consequence = "predictions may be less accurate than the test accuracy says (docs/uncertainty.md)"
         print(drift.line(said, consequence), file=sys.stderr)

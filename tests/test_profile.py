@@ -63,7 +63,14 @@ def test_longer_texts_a_missing_label_and_unknown_tokens_are_each_far_out(tokeni
     assert shorter.length_ratio < 0.5 and shorter.far[0].startswith("texts 0.")
     missing = shift(training, profile(sentences(100, 8, 2), labels_for(100, ["x", "y"]), tokenizer))
     assert missing.label == ("z", pytest.approx(1 / 3), 0.0)
-    assert missing.far == ("label 'z' on 0% of rows (33% in training)",)
+    # x and y went from 33% to 50% each: past 3 standard errors too, counted beside the largest move.
+    assert missing.far == ("label 'z' on 0% of rows (33% in training), and 2 other labels' shares",)
+    rare = ["x"] * 48 + ["y"] * 39 + ["z"] * 13  # a rare label 2% -> 13%; y 48% -> 39% is within its noise
+    trained = profile(sentences(300, 8, 1), ["x"] * 150 + ["y"] * 144 + ["z"] * 6, tokenizer)
+    found = shift(trained, profile(sentences(100, 8, 2), rare, tokenizer))
+    assert found.far == ("label 'z' on 13% of rows (2% in training)",)
+    unlabelled = profile(sentences(300, 8, 1), None, tokenizer)  # a profile without labels compares none
+    assert shift(unlabelled, profile(sentences(100, 8, 2), rare, tokenizer)).label is None
     assert missing.metrics()["drift_label_share_change"] == pytest.approx(1 / 3)
     snowed = shift(training, profile([t + " ☃" for t in sentences(100, 8, 2)], None, tokenizer))
     assert snowed.unknown[0] == 0 and 0.05 < snowed.unknown[1] < 0.15

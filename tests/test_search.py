@@ -242,9 +242,9 @@ def test_trials_within_one_standard_error_of_the_best_tie_and_the_summary_names_
     assert ties(study, study.best_trial, rows=100) == [0, 2]
     assert ties(study, study.best_trial, rows=10_000) == [0]  # 0.004: the best stands alone
     perfect = optuna.create_study(direction="maximize")
-    for value in (1.0, 0.99, 1.0):  # no spread at 1.0: only equals tie
+    for value in (1.0, 0.98, 1.0, 119 / 120):  # no spread at 1.0: one row either way still ties, two do not
         perfect.add_trial(optuna.trial.create_trial(value=value))
-    assert ties(perfect, perfect.best_trial, rows=120) == [0, 2]
+    assert ties(perfect, perfect.best_trial, rows=120) == [0, 2, 3]
     assert console.ties_line([0, 2], 120) == (
         "trials 0, 2 tie within noise on 120 validation rows: more validation rows would separate them"
     )
@@ -299,9 +299,15 @@ def test_search_seeds_retrains_the_best_trial_on_new_seeds_and_registers_the_bes
     assert version.tags[SEEDS_TAG] == line and f"trained on {line}" in version.description
     assert run.data.metrics["seeds_eval_accuracy_mean"] == pytest.approx(statistics.mean(scored.values()))
     assert re.search(r"seeds +. 3 seeds: validation accuracy ", out), out
-    # The registered weights are the chosen seed's: they score its validation accuracy on the validation rows.
+    # The registered weights are the chosen seed's: on the validation rows they score its accuracy, and their
+    # loss is its last eval_loss, not another seed's (losses differ between seeds even where accuracies tie).
     validation = load_splits(compose_config(*command).dataset, 42)["validation"]
     found = classifier.load(f"models:/local/{version.version}", tracking_uri(tmp_path), precision_choice="fp32")
-    predicted, _ = found.label_of(found.probabilities(list(validation["text"])))
+    probabilities = found.probabilities(list(validation["text"]))
+    predicted, _ = found.label_of(probabilities)
     truth = [validation.features["label"].int2str(i) for i in validation["label"]]
     assert sum(p == t for p, t in zip(predicted, truth)) / len(truth) == pytest.approx(scored[chosen])
+    loss = -sum(math.log(row[found.labels.index(t)]) for row, t in zip(probabilities, truth)) / len(truth)
+    losses = {s: client.get_metric_history(run.info.run_id, f"final_seed{s}_eval_loss")[-1].value for s in scored}
+    assert min(losses, key=lambda s: abs(losses[s] - loss)) == chosen
+    assert losses[chosen] == pytest.approx(loss, rel=0.02)

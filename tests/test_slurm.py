@@ -151,8 +151,12 @@ def test_a_requeued_task_continues_its_trial_from_its_last_saved_epoch(on_slurm)
     on_slurm.release_when_requeued(f"{workers}_1")
     assert on_slurm.wait(workers, timeout=400) == {f"{workers}_1": "COMPLETED"}
     assert on_slurm.wait(finalize) == {finalize: "COMPLETED"}
+    # The requeue's SIGTERM reached the worker (the script's exec) and it finished the epoch in training first.
+    said = (on_slurm.cwd / f"slurm-{workers}_1.out").read_text()
+    assert "SIGTERM: finishing the epoch in training, saving it, then stopping" in said, said[-3000:]
     trials = on_slurm.study("requeued").trials
     interrupted, resumed = trials[number], trials[-1]
+    assert f"stopped after saving epoch {resumed.user_attrs[RESUMED_FROM_EPOCH]} of trial {number}" in said
     assert interrupted.state == TrialState.FAIL and resumed.state == TrialState.COMPLETE
     assert resumed.user_attrs[RESUMED_FROM_TRIAL] == number
     assert resumed.user_attrs[RESUMED_FROM_EPOCH] >= saved["epoch"] >= 1

@@ -6,7 +6,7 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 array=()
 if [[ -n "${WORKERS:-}" ]]; then array=(--array="1-$WORKERS"); fi
-workers="$(sbatch --parsable "${array[@]}" "$here/search.sbatch" "$@")"
+workers="$(sbatch --parsable ${array[@]+"${array[@]}"} "$here/search.sbatch" "$@")"  # bash < 4.4: no empty "${a[@]}"
 # An array set in the environment (SBATCH_ARRAY_INX) would make the finalize job an array too.
 finalize="$(env -u SBATCH_ARRAY_INX sbatch --parsable --dependency="afterany:${workers%%;*}" "$here/finalize.sbatch" "$@")"
 echo "workers ${workers%%;*}, finalize ${finalize%%;*}"

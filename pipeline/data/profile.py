@@ -5,6 +5,7 @@ training data may be scored worse than the test split said. Thresholds in docs/u
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from dataclasses import asdict, dataclass
 
@@ -12,6 +13,7 @@ import numpy as np
 
 QUANTILES = (5, 25, 50, 75, 95)  # percentiles of the text length, in tokens
 TOP_TOKENS = 1000  # the most common tokens kept, with their counts (for a look by hand)
+MAX_ROWS = 20_000  # rows profiled; a larger file is sampled
 MIN_ROWS = 20  # fewer rows say too little to judge a shift (a text or two typed on the command line)
 LENGTH_RATIO = 2.0  # the median length here this many times the training one, or 1/this: far outside
 LABEL_POINTS = 0.10  # a label's share moved by at least this (and by 3 standard errors): far outside
@@ -35,7 +37,11 @@ class Profile:
 
 
 def profile(texts: list[str], labels: list[str] | None, tokenizer, top_tokens: int = TOP_TOKENS) -> Profile:
-    """The profile of `texts` (and their `labels`) as `tokenizer` splits them, whole: not truncated."""
+    """The profile of `texts` (and their `labels`) as `tokenizer` splits them, whole: not truncated. Of a
+    fixed sample of MAX_ROWS rows when there are more: the shares and percentiles hardly move, the time does."""
+    if len(texts) > MAX_ROWS:
+        rows = sorted(random.Random(0).sample(range(len(texts)), MAX_ROWS))
+        texts, labels = [texts[i] for i in rows], [labels[i] for i in rows] if labels else labels
     ids = tokenizer(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
     lengths = np.array([len(one) for one in ids]) if ids else np.zeros(1)
     counts = Counter(token for one in ids for token in one)
@@ -58,6 +64,11 @@ class Shift:
     unknown: tuple[float, float]  # (training, here) unknown-token share
     label: tuple[str, float, float] | None  # the label whose share moved most: (label, training, here)
     far: tuple[str, ...]  # each measure far outside the training profile, said in words
+
+    @property
+    def judged(self) -> bool:
+        """Whether there were rows enough to say anything (MIN_ROWS)."""
+        return self.rows >= MIN_ROWS
 
     def metrics(self) -> dict[str, float]:
         found = {
@@ -87,12 +98,16 @@ def shift(training: Profile, here: Profile) -> Shift:
     if unknown[1] >= unknown[0] + UNKNOWN_POINTS and unknown[1] >= 3 * unknown[0]:
         far.append(f"{unknown[1]:.1%} of tokens unknown to the model's tokenizer ({unknown[0]:.1%} in training)")
     label = None
-    if here.labels:
-        moved = {name: (share, here.labels.get(name, 0.0)) for name, share in training.labels.items()}
-        name = max(moved, key=lambda n: abs(moved[n][1] - moved[n][0]))
-        label = (name, *moved[name])
-        if _label_moved(label[1], label[2], training.rows, here.rows):
-            far.append(f"label {name!r} on {label[2]:.0%} of rows ({label[1]:.0%} in training)")
+    if here.labels and training.labels:
+        names = sorted(training.labels | here.labels)
+        moved = {name: (training.labels.get(name, 0.0), here.labels.get(name, 0.0)) for name in names}
+        by_change = sorted(names, key=lambda name: -abs(moved[name][1] - moved[name][0]))  # equal: by name
+        label = (by_change[0], *moved[by_change[0]])
+        flagged = [name for name in by_change if _label_moved(*moved[name], training.rows, here.rows)]
+        if flagged:  # the largest move in words; the others (often its echo in the remaining shares) counted
+            before, now = moved[flagged[0]]
+            others = f", and {len(flagged) - 1} other labels' shares" if len(flagged) > 1 else ""
+            far.append(f"label {flagged[0]!r} on {now:.0%} of rows ({before:.0%} in training){others}")
     return Shift(here.rows, ratio, median, unknown, label, tuple(far) if here.rows >= MIN_ROWS else ())
 
 

@@ -120,8 +120,9 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
 
 def ties(study: optuna.Study, best: optuna.trial.FrozenTrial, rows: int) -> list[int]:
     """The completed trials (the best among them) whose validation accuracy lies within one standard error
-    of the best's, sqrt(p(1-p)/rows) on `rows` validation rows: the search cannot tell them apart."""
-    margin = math.sqrt(best.value * (1 - best.value) / rows) if rows else 0.0
+    of the best's, sqrt(p(1-p)/rows) on `rows` validation rows, and never less than one row (at 1.0 the
+    standard error is 0, yet one row either way is noise): the search cannot tell them apart."""
+    margin = max(math.sqrt(best.value * (1 - best.value) / rows), 1 / rows) if rows else 0.0
     complete = study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])
     return sorted(t.number for t in complete if t.value >= best.value - margin - 1e-12)
 

@@ -5,6 +5,7 @@ data) and a rerun from registering twice."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import dataclass
 from importlib.metadata import version
 
@@ -97,9 +98,9 @@ def register(
     # Before the version exists: every version has its answers, for the champion rule to compare.
     answers = promotion.predictions_path(logged_uri.removeprefix("models:/"))
     tracker.client.log_text(run_id, scores.answers.to_csv(), answers)
-    profile = profile_path(logged_uri.removeprefix("models:/"))
+    profile_artifact = profile_path(logged_uri.removeprefix("models:/"))
     if source.profile is not None:
-        tracker.client.log_dict(run_id, source.profile.to_dict(), profile)
+        tracker.client.log_dict(run_id, source.profile.to_dict(), profile_artifact)
     with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
         tags = {
             TEST_METRIC: str(metrics[TEST_METRIC]),
@@ -110,7 +111,7 @@ def register(
             promotion.PREDICTIONS_TAG: answers,
         }
         if source.profile is not None:
-            tags[PROFILE_TAG] = profile
+            tags[PROFILE_TAG] = profile_artifact
         tags |= {k: str(v) for k, v in metrics.items() if k.startswith(PER_CLASS_TAGS) or k in INTERVAL_TAGS}
         tags |= extra_tags or {}
         if trial_run_id:
@@ -132,10 +133,19 @@ def profile_path(model_id: str) -> str:
 
 
 def training_profile(client: MlflowClient, version: ModelVersion) -> Profile | None:
-    """The profile of the data `version` was trained on (None for a version from before they were kept)."""
+    """The profile of the data `version` was trained on; None for a version from before they were kept, or
+    one whose profile cannot be read (a warning says so: the comparison is a check, not the command's job)."""
     if PROFILE_TAG not in version.tags:
         return None
-    return Profile.from_dict(json.loads(artifact_text(client, version.run_id, version.tags[PROFILE_TAG])))
+    try:
+        return Profile.from_dict(json.loads(artifact_text(client, version.run_id, version.tags[PROFILE_TAG])))
+    except Exception as err:  # a missing artifact, a store that failed, a profile of another layout
+        print(
+            f"warning: {version.tags[PROFILE_TAG]} of models:/{version.name}/{version.version} cannot be read "
+            f"({type(err).__name__}): rows are not compared with its training data",
+            file=sys.stderr,
+        )
+        return None
 
 
 def keep_decision(tracker: Tracker, name: str, version: str, run_id: str, tags: dict[str, str]) -> None:
