@@ -8,9 +8,14 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import optuna
+from optuna.trial import TrialState
+
 from pipeline.search import resume
+from pipeline.tracking.tracker import WORKER
 
 ROOT = Path(__file__).resolve().parent.parent
 AG_NEWS_DIR = ROOT.parent / "shared" / "data" / "ag_news_csv"
@@ -86,3 +91,20 @@ def wait_for_saved_epoch(states: Path, proc: subprocess.Popen, timeout: float = 
             return json.loads(marker.read_text())
         time.sleep(0.02)
     raise TimeoutError(f"no trial state saved under {states}")
+
+
+def wait_for_running_trial(storage: str, study: str, worker: Callable[[str], bool], proc, timeout: float = 240) -> int:
+    """The number of a RUNNING trial of `study` whose worker (`pipeline.worker`) `worker` accepts, once one
+    runs; `proc` (anything with `poll()`) must stay alive meanwhile."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "the worker ended before its trial was seen running"
+        try:
+            running = optuna.load_study(study_name=study, storage=storage).get_trials(states=[TrialState.RUNNING])
+        except KeyError:  # the study is not created yet
+            running = []
+        for trial in running:
+            if worker(trial.user_attrs.get(WORKER, "")):
+                return trial.number
+        time.sleep(0.5)
+    raise TimeoutError(f"no trial of that worker started running in study {study} within {timeout}s")

@@ -22,7 +22,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from optuna.trial import TrialState
 
 from devtools.audit import audit
-from devtools.commands import TINY, start_pipeline, wait_for_saved_epoch
+from devtools.commands import TINY, start_pipeline, wait_for_running_trial, wait_for_saved_epoch
 from devtools.services import ONE_EPOCH_SPACE, mlflow_server, postgres_database
 from pipeline.schema import RegistryConfig, SearchConfig, TrackingConfig
 from pipeline.search import internals as search_internals
@@ -328,7 +328,7 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_no_running_run(clus
     fast_heartbeat = ["search.heartbeat_interval=1", "search.grace_period=2", "search.pruner=none"]
     victim = cluster.start("victim", *study, "search.n_trials=2", *fast_heartbeat)
     survivor = cluster.start("survivor", *study, "search.n_trials=2", *fast_heartbeat)
-    victim_trial = wait_for_running_trial(cluster, "killed", victim)
+    victim_trial = wait_for_running_trial(cluster.storage, "killed", lambda w: w.endswith(f":{victim.pid}"), victim)
     states = cluster.cwd / "mlruns" / "checkpoints" / "killed" / "resume"
     wait_for_saved_epoch(states, victim, trial=trial_name(victim_trial))
     os.kill(victim.pid, signal.SIGKILL)
@@ -346,19 +346,3 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_no_running_run(clus
     # Retried by the next run (resume.retry), so its run ends KILLED as resumed, not FAILED.
     assert runs[victim_trial].info.status == "KILLED" and runs[victim_trial].data.tags[STATE_TAG] == "resumed"
     assert "RUNNING" not in {r.info.status for r in runs.values()}
-
-
-def wait_for_running_trial(cluster: Cluster, study: str, process: subprocess.Popen, timeout: float = 240) -> int:
-    """The number of a trial `process` is training (its MLflow run exists), once one is."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert process.poll() is None, "the worker ended before it was killed"
-        try:
-            running = cluster.study(study).get_trials(states=[TrialState.RUNNING])
-        except KeyError:  # the study is not created yet
-            running = []
-        for trial in running:
-            if trial.user_attrs.get(WORKER, "").endswith(f":{process.pid}"):
-                return trial.number
-        time.sleep(0.5)
-    raise TimeoutError(f"no trial of pid {process.pid} started within {timeout}s")

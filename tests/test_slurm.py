@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
 from devtools.audit import audit
-from devtools.commands import ROOT, TINY, pipeline_env, wait_for_saved_epoch
+from devtools.commands import ROOT, TINY, pipeline_env, wait_for_running_trial, wait_for_saved_epoch
 from devtools.services import ONE_EPOCH_SPACE, Slurm, mlflow_server, postgres_database, slurm_cluster
 from pipeline.search.resume import RESUMED_FROM_EPOCH, RESUMED_FROM_TRIAL
 from pipeline.search.study import trial_name
@@ -88,19 +88,10 @@ class OnSlurm:
     def study(self, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=self.storage)
 
-    def running_trial(self, study: str, job: str, timeout: float = 240) -> int:
-        """The number of a trial that job `job`'s task runs, once one runs."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                running = self.study(study).get_trials(states=[TrialState.RUNNING])
-            except KeyError:  # the study is not created yet
-                running = []
-            for trial in running:
-                if trial.user_attrs.get(WORKER, "").startswith(f"slurm-{job}_"):
-                    return trial.number
-            time.sleep(0.5)
-        raise TimeoutError(f"no trial of job {job} started within {timeout}s: {self.states(job)}")
+    def running_trial(self, study: str, job: str) -> int:
+        """The number of a trial that the first task of array job `job` runs, once one runs."""
+        in_job = f"slurm-{job}_"
+        return wait_for_running_trial(self.storage, study, lambda w: w.startswith(in_job), _Alive(self, f"{job}_1"))
 
 
 @pytest.fixture(scope="module")
