@@ -80,10 +80,8 @@ class Shift:
             found["drift_label_share_change"] = abs(self.label[2] - self.label[1])
         return found
 
-    def line(self, rows: str, consequence: str) -> str | None:
-        """`warning: ROWS are unlike the training data: ...; CONSEQUENCE`, or None when nothing is far out."""
-        if not self.far:
-            return None
+    def line(self, rows: str, consequence: str) -> str:
+        """`warning: ROWS are unlike the training data: WHAT IS FAR OUT: CONSEQUENCE` (when `far` says something)."""
         return f"warning: {rows} are unlike the training data: {'; '.join(self.far)}: {consequence}"
 
 
@@ -108,7 +106,8 @@ def shift(training: Profile, here: Profile) -> Shift:
             before, now = moved[flagged[0]]
             others = f", and {len(flagged) - 1} other labels' shares" if len(flagged) > 1 else ""
             far.append(f"label {flagged[0]!r} on {now:.0%} of rows ({before:.0%} in training){others}")
-    return Shift(here.rows, ratio, median, unknown, label, tuple(far) if here.rows >= MIN_ROWS else ())
+    judged = here.rows >= MIN_ROWS
+    return Shift(here.rows, ratio, median, unknown, label, tuple(far) if judged else ())
 
 
 def _label_moved(before: float, now: float, rows_before: int, rows_now: int) -> bool:
