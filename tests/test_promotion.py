@@ -24,6 +24,7 @@ from pipeline.tracking.promotion import (
     predictions_path,
     row_ids,
 )
+from pipeline.tracking.registry import baseline_from_tags
 from pipeline.tracking.tracker import Tracker
 from pipeline.training.metrics import TEST_METRIC
 from tests.conftest import mlflow_client, run_entry_point_said, tracking_uri
@@ -218,6 +219,14 @@ def test_a_model_that_answers_one_class_everywhere_is_called_so_and_not_champion
     assert capsys.readouterr().err.endswith(
         "alias champion not found; no version of local holds champion (a version takes it only when it beats the "
         "majority class and the version holding it: docs/uncertainty.md); use models:/local/1\n"
+    )
+
+
+def test_a_rerun_says_the_baseline_p_value_as_the_final_step_did(tracker):
+    add_version(tracker, answers(set(range(150))), **{BASELINE_TAG: "false", BASELINE_P_TAG: "0.756575"})
+    (version,) = tracker.client.search_model_versions("name = 'm'")
+    assert baseline_from_tags(version) == (
+        "no better than the training split's majority class (p=0.76): it will not become the champion"
     )
 
 

@@ -230,5 +230,6 @@ def baseline_from_tags(version: ModelVersion) -> str | None:
     """`promotion.baseline_line`, shortened, for a registered version: from its tags."""
     if version.tags.get(promotion.BASELINE_TAG) != "false":
         return None
-    p_value = version.tags.get(promotion.BASELINE_P_TAG, "?")
-    return f"no better than the training split's majority class (p={p_value}): it will not become the champion"
+    p_value = version.tags.get(promotion.BASELINE_P_TAG)
+    said = f"{float(p_value):.2g}" if p_value else "?"  # as the final step said it: p=0.76, not p=0.756575
+    return f"no better than the training split's majority class (p={said}): it will not become the champion"
