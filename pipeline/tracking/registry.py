@@ -96,9 +96,9 @@ def register(
     logged = logged_before(tracker, run_id, trial_run_id)
     logged_uri = f"models:/{logged.model_id}" if logged else log_model(trainer, run_id, trial_run_id)
     # Before the version exists: every version has its answers, for the champion rule to compare.
-    answers = promotion.predictions_path(logged_uri.removeprefix("models:/"))
+    model_id = logged_uri.removeprefix("models:/")
+    answers, profile_artifact = promotion.predictions_path(model_id), profile_path(model_id)
     tracker.client.log_text(run_id, scores.answers.to_csv(), answers)
-    profile_artifact = profile_path(logged_uri.removeprefix("models:/"))
     if source.profile is not None:
         tracker.client.log_dict(run_id, source.profile.to_dict(), profile_artifact)
     with interrupts.deferred():  # a version is registered, tagged and ranked, or not at all
