@@ -1,7 +1,9 @@
 """Texts per second classifying AG News test texts from a file: the pipeline (`python -m pipeline.predict DIR
 --input FILE`: load once, length-sorted batches, inference_mode, bf16 where the processor has it) against the
 naive way, `transformers.pipeline("text-classification")` called once per text in fp32, on the same model;
-then `--quantize` (int8 dynamic quantization), with each one's test accuracy.
+then `--quantize` (int8 dynamic quantization), with each one's test accuracy; and what a trial's speed
+measurement (`pipeline/training/speed.py`, on at most 512 texts after a warm-up batch) says of the same model,
+against `pipeline.classifier` on all the texts (a search's latency budget trusts that figure).
 
     python benchmarks/predict_throughput.py [--texts 1600] [--train-rows 2400] [--quick]
 
@@ -25,17 +27,19 @@ from pathlib import Path
 
 import harness
 import pandas as pd
-from transformers import pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 
 from pipeline import classifier
 from pipeline.data.read import read_ag_news_csv
+from pipeline.prepare import SPEED_TEXTS
+from pipeline.training import speed
 from pipeline.training.args import training_args
 from pipeline.training.trainer import build_trainer
 
 NAIVE_SCRIPT = """\
 import sys
 import pandas as pd
-from transformers import pipeline
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
 model, texts_file, out = sys.argv[1:]
 classify = pipeline("text-classification", model=model, tokenizer=model)
 texts = pd.read_csv(texts_file)["text"].tolist()
@@ -69,6 +73,12 @@ def classifier_alone(directory: Path, texts: list[str], quantize: bool = False) 
     started = time.perf_counter()
     model.probabilities(texts)
     return time.perf_counter() - started
+
+
+def trial_measurement(directory: Path, texts: list[str]) -> float:
+    """Texts per second as a search's trial measures its model (training/speed.py), on the same texts it would get."""
+    model = AutoModelForSequenceClassification.from_pretrained(directory)
+    return speed.measure(model, AutoTokenizer.from_pretrained(directory), texts[:SPEED_TEXTS]).predict_texts_per_s
 
 
 def timed_process(*command: str) -> float:
@@ -117,6 +127,7 @@ def main() -> None:
             classifier_alone(directory, texts),
             classifier_alone(directory, texts, quantize=True),
         )
+        trial_tps = trial_measurement(directory, texts)
         script_s = timed_process(
             sys.executable, "-c", NAIVE_SCRIPT, str(directory), str(texts_file), str(out / "naive.csv")
         )
@@ -133,6 +144,10 @@ def main() -> None:
         f"{command_s:.1f} s; with --quantize {int8_command_s:.1f} s"
     )
     print(
+        f"a trial's speed measurement on the same model: {trial_tps:.1f} texts/s, "
+        f"{trial_tps / (count / pipeline_s):.2f}x pipeline.classifier's"
+    )
+    print(
         f"test accuracy: naive {found['naive']:.4f}, pipeline {found['pipeline']:.4f}, --quantize {found['int8']:.4f}"
     )
     print(f"reproduce: python benchmarks/predict_throughput.py{' --quick' if args.quick else ''}")
@@ -145,6 +160,8 @@ def main() -> None:
         command_s=command_s,
         command_ratio=script_s / command_s,
         int8_tps=count / int8_s,
+        trial_tps=trial_tps,
+        trial_vs_classifier=trial_tps / (count / pipeline_s),
         int8_ratio=naive_s / int8_s,
         accuracy=found["pipeline"],
         accuracy_change=found["pipeline"] - found["naive"],

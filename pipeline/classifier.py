@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import transformers
-from tqdm.auto import tqdm
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -29,12 +28,12 @@ from pipeline.data.profile import Profile
 from pipeline.errors import PipelineError, did_you_mean
 from pipeline.runtime import sqlite
 from pipeline.schema import RegistryConfig, TrackingConfig
-from pipeline.training import precision
+from pipeline.training import inference, precision
+from pipeline.training.inference import BATCH_SIZE
 
 if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
-BATCH_SIZE = 64  # texts per batch; on an H200 too, 64 classified faster than 256 (docs/performance.md)
 DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -57,20 +56,8 @@ class Classifier:
         return f"{self.device} ({name}{kind})"
 
     def probabilities(self, texts: list[str], batch_size: int = BATCH_SIZE, progress: bool = False) -> np.ndarray:
-        """Rows of class probabilities, in the order of `texts`. Texts are truncated as in training (the saved
-        tokenizer's model_max_length) and batched by length, so padding costs little."""
-        encoded = self.tokenizer(texts, truncation=True)["input_ids"]
-        order = np.argsort([len(ids) for ids in encoded], kind="stable")
-        result = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        self.model.eval()
-        starts = range(0, len(order), batch_size)
-        with torch.inference_mode():
-            for start in tqdm(starts, desc="classify", unit="batch", disable=not progress):
-                rows = order[start : start + batch_size]
-                batch = self.tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
-                logits = self.model(**batch.to(self.device)).logits
-                result[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
-        return result
+        """Rows of class probabilities, in the order of `texts` (training/inference.py)."""
+        return inference.probabilities(self.model, self.tokenizer, texts, batch_size, progress)
 
     def label_of(self, probabilities: np.ndarray) -> tuple[list[str], np.ndarray]:
         """Each row's most likely label and its probability."""

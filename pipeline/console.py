@@ -26,6 +26,7 @@ from pipeline.search.internals import OPTIMIZE_LOGGER
 from pipeline.search.resume import ResumableTrials
 from pipeline.training.internals import current_trial, training_done
 from pipeline.training.metrics import OBJECTIVE, said
+from pipeline.training.speed import Speed
 
 log = logging.getLogger(__name__)
 
@@ -172,17 +173,18 @@ class EpochAccuracies(TrainerCallback):
 class TrainingProgress(EpochAccuracies):
     """A training outside the search (mode=train, or the best trial trained again): `trained params | acc
     per epoch | in time`, one line (rank 0's) instead of the Trainer's dict at every logging step and evaluation.
-    `searched`: the best trial's parameter names, shown beside batch size, epochs and learning rate, each with
-    the value the training ran with."""
+    `searched`: the best trial's params, shown beside batch size, epochs and learning rate, each with the value
+    the training ran with (the backbone, not a training argument, as searched)."""
 
-    def __init__(self, searched: Iterable[str] = ()) -> None:
+    def __init__(self, searched: dict[str, Any] | Iterable[str] = ()) -> None:
         super().__init__()
-        self.names = list(dict.fromkeys([*SHORT, *searched]))
+        self.searched = dict(searched) if isinstance(searched, dict) else dict.fromkeys(searched)
+        self.names = list(dict.fromkeys([*SHORT, *self.searched]))
 
     def on_train_end(self, args, state, control, **kwargs: Any) -> None:
         if not state.is_world_process_zero:
             return
-        shown = {name: getattr(args, name) for name in self.names}
+        shown = {name: getattr(args, name, self.searched.get(name)) for name in self.names}
         log.info(
             "trained %s | %s by epoch: %s | in %s",
             params_text(shown),
@@ -273,6 +275,8 @@ class Summary:
     ties: list[int] = field(default_factory=list)  # trials within one standard error of the best (study.ties)
     validation_rows: int = 0  # the validation rows the trials were scored on
     seeds: str | None = None  # with search.seeds > 1: each seed's validation accuracy (finalize.Seeds.line)
+    speed: Speed | None = None  # the best trial's model's speed, measured at the trial's end
+    budget: str | None = None  # with registry.max_ms_per_text: what the budget cost (study.budget_line)
 
 
 def summary_table(s: Summary) -> Table:
@@ -290,6 +294,10 @@ def summary_table(s: Summary) -> Table:
         table.add_row("ties", ties_line(s.ties, s.validation_rows))
     if s.seeds:
         table.add_row("seeds", s.seeds)
+    if s.speed:
+        table.add_row("speed", s.speed.line())
+    if s.budget:
+        table.add_row("budget", s.budget)
     table.add_row("test", said(s.test_metrics))
     held = f"champion: version {s.champion}" if s.champion else "no champion"
     table.add_row("model", f"{s.model_uri} ({held})")

@@ -28,10 +28,11 @@ from pipeline.tracking import registry, report
 from pipeline.tracking.callbacks import EpochMetrics
 from pipeline.tracking.outbox import RunRef
 from pipeline.tracking.promotion import Answers, against_majority
-from pipeline.tracking.provenance import command_line, run_params
+from pipeline.tracking.provenance import command_line, model_source, run_params
 from pipeline.tracking.registry import FinalModel
 from pipeline.tracking.tracker import RUN_ID_ATTR
 from pipeline.training.metrics import OBJECTIVE, Scored, metric_name, said
+from pipeline.training.speed import Speed
 from pipeline.training.trainer import PipelineTrainer
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,14 @@ class BestTrial:
     checkpoint: Path | None = None  # its kept weights, when every rank can read them
     run_id: str | None = None  # its MLflow run
     value: float | None = None  # its validation accuracy
+    speed: Speed | None = None  # its model's speed, measured at the trial's end
 
 
 def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTrial:
     """The study's best trial (rank 0 reads it; under torchrun every rank gets rank 0's)."""
     best = BestTrial()
     if study is not None:
-        cfg, trial = prep.cfg.search, best_trial(study)
+        cfg, trial = prep.cfg.search, best_trial(study, prep.cfg.registry.max_ms_per_text)
         checkpoints.drop_checkpoints(study, trial, cfg.checkpoint_dir)
         resume.drop_states(study, resume.states_dir(cfg.checkpoint_dir))
         log.info("best trial %d: %s=%.4f %s", trial.number, OBJECTIVE, trial.value, trial.params)
@@ -61,7 +63,8 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
             log.warning("best trial %d: %s in search.space=%s; widen the range there", trial.number, edge, cfg.space)
         prep.tracker.log_metrics(parent, {f"best_{OBJECTIVE}": trial.value})
         run_id = trial.user_attrs.get(RUN_ID_ATTR) or prep.tracker.trial_run_of(parent, trial.number)
-        best = BestTrial(trial.params, checkpoints.checkpoint_for(trial, cfg.checkpoint_dir), run_id, trial.value)
+        kept = checkpoints.checkpoint_for(trial, cfg.checkpoint_dir)
+        best = BestTrial(trial.params, kept, run_id, trial.value, Speed.of(trial.user_attrs))
     best = distributed.from_main(best)
     readable = distributed.everywhere(best.checkpoint is not None and (best.checkpoint / "config.json").is_file())
     return best if readable else dataclasses.replace(best, checkpoint=None)
@@ -128,19 +131,21 @@ def train_and_register(prep: Prepared, best: BestTrial, run_id: str) -> FinalMod
         trainer, seeds = train_on_seeds(prep, best, run_id)
     else:
         trainer, seeds = final_model(prep, best, run_id), None
-    prediction = predict_test(trainer, prep)
+    backbone = prep.backbone(best.params)
+    # The one look at the test split: metrics and the predictions (for the confusion matrix).
+    prediction = trainer.predict(backbone.tokenized["test"], metric_key_prefix="test")
     if not distributed.is_main():
         return None
     scores = test_scores(prep, prediction)
-    title = f"model={prep.cfg.model.name} on the test split ({len(prep.test_rows)} rows)"
+    title = f"model={backbone.cfg.name} on the test split ({len(prep.test_rows)} rows)"
     scored = Scored(prep.labels, scores.answers.truth, scores.answers.predicted)
     report.log_confusion_matrix(prep.tracker.client, run_id, scored, title)
-    source = registry.Source(run_id, prep.data_fingerprint, best.run_id, prep.profile)
+    source = registry.Source(run_id, prep.data_fingerprint, best.run_id, backbone.profile)
     # The weights are kept once, in MLflow (and the best trial's checkpoint): no copy under outputs/.
     extra_tags = {registry.SEEDS_TAG: seeds.line(), registry.SEED_TAG: str(seeds.chosen)} if seeds else {}
     final = registry.register(trainer, scores, prep.tracker, prep.cfg.registry, source, extra_tags)
     metrics = scores.metrics
-    text = model_card(prep, best.params, best.value, scores, final.decision, seeds)
+    text = model_card(prep, best, scores, final.decision, seeds)
     Path(prep.cfg.output_dir).mkdir(parents=True, exist_ok=True)
     (Path(prep.cfg.output_dir) / MODEL_CARD).write_text(text, encoding="utf-8")
     prep.tracker.client.update_model_version(prep.cfg.registry.name, final.version, description=text)
@@ -171,7 +176,7 @@ def final_model(prep: Prepared, best: BestTrial, run_id: str) -> PipelineTrainer
 
 def train_final(prep: Prepared, params: dict, run_id: str, prefix: str) -> PipelineTrainer:
     """A model trained with `params`, its per-epoch metrics logged to `run_id` under `prefix`."""
-    callbacks = [EpochMetrics(prep.tracker, RunRef(run_id), prefix=prefix), console.TrainingProgress(params.keys())]
+    callbacks = [EpochMetrics(prep.tracker, RunRef(run_id), prefix=prefix), console.TrainingProgress(params)]
     trainer = prep.trainer(params, callbacks)
     console.use_bars_only(trainer)
     trainer.train()
@@ -204,24 +209,16 @@ def last_validation(trainer: PipelineTrainer) -> float:
     return [entry[OBJECTIVE] for entry in trainer.state.log_history if OBJECTIVE in entry][-1]
 
 
-def predict_test(trainer: PipelineTrainer, prep: Prepared) -> PredictionOutput:
-    """The one look at the test split: metrics and the predictions (for the confusion matrix)."""
-    return trainer.predict(prep.tokenized["test"], metric_key_prefix="test")
-
-
 def model_card(
-    prep: Prepared,
-    params: dict,
-    validation: float | None,
-    scores: registry.Scores,
-    decision: str | None,
-    seeds: Seeds | None = None,
+    prep: Prepared, best: BestTrial, scores: registry.Scores, decision: str | None, seeds: Seeds | None = None
 ) -> str:
     """The model card: what a registered version is, what it was trained and scored on, and how well it does
     (the version's description in MLflow, and `model_card.md` in the run's outputs/ directory). Markdown for a
-    version trained with `params` (validation accuracy `validation`, and each seed's with search.seeds), scored
-    `scores`, and the champion rule's `decision` on it."""
-    cfg, described, metrics, baseline = prep.cfg, run_params(prep.cfg), scores.metrics, scores.baseline
+    version trained with `best`'s params (its validation accuracy and speed, and each seed's score with
+    search.seeds), scored `scores`, and the champion rule's `decision` on it."""
+    cfg, metrics, baseline = prep.cfg, scores.metrics, scores.baseline
+    params, validation, backbone = best.params, best.value, prep.backbone(best.params)
+    described = run_params(cfg) | model_source(backbone.cfg)
     rows = {split: len(ds) for split, ds in prep.tokenized.items()}
     lines = [
         f"# {cfg.registry.name}: text classification",
@@ -232,13 +229,14 @@ def model_card(
         f"- dataset `{cfg.dataset.name}` from `{described['data_source']}`; rows: "
         + ", ".join(f"{split} {n}" for split, n in rows.items()),
         f"- content fingerprint `{prep.data_fingerprint}`; texts truncated at {cfg.dataset.max_length} tokens",
-        f"- training texts: median {prep.profile.lengths['50']:.0f} tokens (5-95%: {prep.profile.lengths['5']:.0f}-"
-        f"{prep.profile.lengths['95']:.0f}); labels: "
-        + ", ".join(f"{label} {share:.0%}" for label, share in prep.profile.labels.items()),
+        f"- training texts: median {backbone.profile.lengths['50']:.0f} tokens (5-95%: "
+        f"{backbone.profile.lengths['5']:.0f}-{backbone.profile.lengths['95']:.0f}); labels: "
+        + ", ".join(f"{label} {share:.0%}" for label, share in backbone.profile.labels.items()),
         "",
         "## Model",
-        f"- base model `{cfg.model.name}` (`{described['model_source']}`)",
+        f"- base model `{backbone.cfg.name}` (`{described['model_source']}`)",
         "- hyperparameters: " + (", ".join(f"{k}={_short(v)}" for k, v in params.items()) or "conf/trainer's values"),
+        *([f"- speed: {best.speed.line()}, measured at the end of its trial"] if best.speed else []),
         "",
         "## Scores",
         (f"- validation accuracy {validation:.4f}; " if validation is not None else "- ") + f"test {said(metrics)}",

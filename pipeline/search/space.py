@@ -13,16 +13,16 @@ import yaml
 from transformers.trainer_utils import set_seed
 
 from pipeline.errors import PipelineError
+from pipeline.schema import BACKBONE, SWEEPS_DIR, space_path
 from pipeline.training.args import OWN_ARGS, POSITIVE_ARGS, PipelineArguments
 
-SWEEPS_DIR = Path(__file__).resolve().parents[2] / "sweeps"
 _KINDS = {"categorical": {"choices"}, "int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"}}
 _POSITIVE = set(POSITIVE_ARGS)
 
 
 @dataclass(frozen=True)
 class Param:
-    """One searched TrainingArguments field (or `seed`) and its distribution."""
+    """One searched TrainingArguments field (or `seed`, or `model`: the backbones) and its distribution."""
 
     name: str
     type: str
@@ -51,11 +51,6 @@ class Param:
         return trial.suggest_float(self.name, self.low, self.high, step=self.step, log=self.log)
 
 
-def space_path(space: str) -> Path:
-    """`search.space` is a name in sweeps/ or a path to a YAML file."""
-    return Path(space) if space.endswith((".yaml", ".yml")) else SWEEPS_DIR / f"{space}.yaml"
-
-
 def load_space(space: str) -> list[Param]:
     path = space_path(space)
     if not path.is_file():
@@ -73,8 +68,10 @@ def load_space(space: str) -> list[Param]:
 def parse_param(name: str, spec: Any, path: Path | str) -> Param:
     """Validate one entry of a search space; every problem names the parameter and the file."""
     where = f"{path}: {name}"
+    if name == BACKBONE:
+        return _backbones(spec, where)
     if name != "seed" and name not in PipelineArguments.__dataclass_fields__:
-        raise PipelineError(f"{where}: not a transformers.TrainingArguments field (or seed, {OWN_ARGS})")
+        raise PipelineError(f"{where}: not a transformers.TrainingArguments field (or seed, model, {OWN_ARGS})")
     if not isinstance(spec, dict) or spec.get("type") not in _KINDS:
         raise PipelineError(f"{where}: needs `type` (one of {', '.join(_KINDS)})")
     kind = spec["type"]
@@ -100,8 +97,41 @@ def parse_param(name: str, spec: Any, path: Path | str) -> Param:
     return Param(name, kind, low=low, high=high, step=spec.get("step"), log=bool(spec.get("log", False)))
 
 
+def _backbones(spec: Any, where: str) -> Param:
+    """`model: {type: categorical, choices: [tiny, minilm]}`: names in conf/model/ or model directories (checked
+    when they load, training/backbone.py)."""
+    choices = spec.get("choices") if isinstance(spec, dict) else None
+    if (
+        not isinstance(spec, dict)
+        or spec.get("type") != "categorical"
+        or set(spec) != {"type", "choices"}
+        or not isinstance(choices, list)
+        or not choices
+        or not all(isinstance(c, str) and c for c in choices)
+        or len(set(choices)) != len(choices)
+    ):
+        raise PipelineError(
+            f"{where}: backbones are a categorical of distinct model names or directories, e.g. "
+            "{type: categorical, choices: [tiny, minilm]}"
+        )
+    return Param(BACKBONE, "categorical", choices=tuple(choices))
+
+
+def backbone_choices(space: list[Param]) -> tuple[str, ...]:
+    """The models the space searches over (empty: the configured `model` only)."""
+    return next((p.choices for p in space if p.name == BACKBONE), ())
+
+
 def hp_space(space: list[Param]) -> Callable[[optuna.Trial], dict[str, Any]]:
-    return lambda trial: {param.name: param.suggest(trial) for param in space}
+    """Every param drawn for the trial; the TrainingArguments values returned (the Trainer sets those, and the
+    backbone is the trainer's to swap in: PipelineTrainer.train)."""
+
+    def draw(trial: optuna.Trial) -> dict[str, Any]:
+        values = {param.name: param.suggest(trial) for param in space}
+        values.pop(BACKBONE, None)
+        return values
+
+    return draw
 
 
 def seeded_model_init(model_init: Callable, space: list[Param]) -> Callable:

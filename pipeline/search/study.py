@@ -21,9 +21,10 @@ from optuna.trial import TrialState
 
 from pipeline.data.fingerprint import is_content_fingerprint
 from pipeline.errors import PipelineError
-from pipeline.schema import Pruner, Sampler, SearchConfig
+from pipeline.schema import BACKBONE, Pruner, Sampler, SearchConfig
 from pipeline.search import internals
-from pipeline.search.space import Param, hp_space
+from pipeline.search.space import Param, backbone_choices, hp_space
+from pipeline.training.speed import Speed
 from pipeline.training.trainer import PipelineTrainer, objective
 
 log = logging.getLogger(__name__)
@@ -37,17 +38,20 @@ def open_study(
     start: dict[str, Any] | None = None,
     data_fingerprint: str | None = None,
 ) -> optuna.Study:
-    """Create the study (its first trial: the configured `start` values), or load it and check it was made
+    """Create the study (its first trials: the configured `start` values), or load it and check it was made
     for this space, direction and data (data/fingerprint.py's fingerprint of the splits; None: neither checked nor
     recorded)."""
-    study = optuna.create_study(study_name=cfg.study_name, storage=rdb, direction=DIRECTION, load_if_exists=True)
+    try:
+        study, created = optuna.create_study(study_name=cfg.study_name, storage=rdb, direction=DIRECTION), True
+    except optuna.exceptions.DuplicatedStudyError:  # another worker, or an earlier run, created it
+        study, created = optuna.load_study(study_name=cfg.study_name, storage=rdb), False
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:  # before marking it as ours below
         raise PipelineError(f"search.study_name={cfg.study_name} minimises; this pipeline maximises accuracy")
     fingerprint = json.dumps([asdict(p) for p in space], sort_keys=True)
     stored = study.user_attrs.get("search_space")
     if stored is None:
         study.set_user_attr("search_space", fingerprint)
-        if start:
+        if start and created:  # only its creator: workers starting together would each queue the start again
             _enqueue_start(study, space, start)
     elif stored != fingerprint:
         raise PipelineError(
@@ -61,13 +65,17 @@ def open_study(
 
 def _enqueue_start(study: optuna.Study, space: list[Param], start: dict[str, Any]) -> None:
     """Trial 0 at the experiment's starting values, those the space contains: one outside it would train
-    outside the space, and a retry of that trial (after its worker died) would be refused."""
+    outside the space, and a retry of that trial (after its worker died) would be refused. A space over
+    backbones starts with each of them at those values (the configured model first): every model is tried
+    before the sampler chooses between them."""
     inside = {p.name: start[p.name] for p in space if p.name in start and p.contains(start[p.name])}
     outside = [f"{p.name}={start[p.name]}" for p in space if p.name in start and p.name not in inside]
     if outside:
         log.info("trial 0 starts at the configured values the space contains; outside it: %s", ", ".join(outside))
-    if inside:
-        study.enqueue_trial(inside, skip_if_exists=True)
+    choices = backbone_choices(space)
+    first = [{**inside, BACKBONE: c} for c in sorted(choices, key=lambda c: c != inside.get(BACKBONE))]
+    for values in first or ([inside] if inside else []):
+        study.enqueue_trial(values, skip_if_exists=True)
 
 
 def _check_data(study: optuna.Study, data_fingerprint: str) -> None:
@@ -87,9 +95,17 @@ def _check_data(study: optuna.Study, data_fingerprint: str) -> None:
 
 
 def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
+    """TPE also learns where trials meet a latency budget, from the constraint each trial sets (TrialSpeed)."""
     if cfg.sampler == Sampler.random:
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=cfg.n_startup_trials, constant_liar=True)
+
+
+def within_budget(trials: list[optuna.trial.FrozenTrial], budget: float | None) -> list[optuna.trial.FrozenTrial]:
+    """The trials measured at most `budget` ms per text (all of them, without a budget)."""
+    if budget is None:
+        return trials
+    return [t for t in trials if (speed := Speed.of(t.user_attrs)) and speed.predict_ms_per_text <= budget]
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
@@ -105,7 +121,8 @@ def trial_name(trial: optuna.Trial | optuna.trial.FrozenTrial | int) -> str:
     return f"trial-{trial if isinstance(trial, int) else trial.number}"
 
 
-def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
+def best_trial(study: optuna.Study, budget: float | None = None) -> optuna.trial.FrozenTrial:
+    """The most accurate completed trial (the earliest of equals), within `budget` ms per text if one is set."""
     complete = study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])
     if not complete:
         failed = study.get_trials(deepcopy=False, states=[TrialState.FAIL])
@@ -115,15 +132,53 @@ def best_trial(study: optuna.Study) -> optuna.trial.FrozenTrial:
             f"search.study_name={study.study_name} has no completed trial yet{said}; fix the cause and run the "
             "same command again (each trial's error is in MLflow, tag pipeline.error)"
         )
-    return max(complete, key=lambda t: (t.value, -t.number))
+    within = within_budget(complete, budget)
+    if not within:
+        raise PipelineError(no_trial_within(study.study_name, complete, budget))
+    return max(within, key=lambda t: (t.value, -t.number))
 
 
-def ties(study: optuna.Study, best: optuna.trial.FrozenTrial, rows: int) -> list[int]:
-    """The completed trials (the best among them) whose validation accuracy lies within one standard error
-    of the best's, sqrt(p(1-p)/rows) on `rows` validation rows, and never less than one row (at 1.0 the
-    standard error is 0, yet one row either way is noise): the search cannot tell them apart."""
+def no_trial_within(study_name: str, complete: list[optuna.trial.FrozenTrial], budget: float) -> str:
+    measured = [(speed, t) for t in complete if (speed := Speed.of(t.user_attrs))]
+    said = f"registry.max_ms_per_text={budget:g}: "
+    if not measured:
+        return said + (
+            f"no completed trial of search.study_name={study_name} has a measured speed (trials from before "
+            "speeds were measured); run more trials, or drop the budget"
+        )
+    speed, fastest = min(measured, key=lambda found: found[0].predict_ms_per_text)
+    return said + (
+        f"none of the {len(complete)} completed trials classifies that fast; the fastest, trial {fastest.number}"
+        f"{_backbone(fastest)}, takes {speed.predict_ms_per_text:.2f} ms/text on {speed.predict_device}; raise the "
+        "budget or search smaller models. Nothing registered"
+    )
+
+
+def budget_line(study: optuna.Study, budget: float, pick: optuna.trial.FrozenTrial) -> str:
+    """What the budget cost: `best within 5 ms/text: trial 1 (minilm) 0.8830 at 3.20 ms/text; best overall: trial
+    4 (bert_base) 0.9010 at 21.00 ms/text`."""
+    best = best_trial(study)
+    said = f"best within {budget:g} ms/text: {_trial_speed(pick)}"
+    return said + (", also the best overall" if best.number == pick.number else f"; best overall: {_trial_speed(best)}")
+
+
+def _trial_speed(trial: optuna.trial.FrozenTrial) -> str:
+    speed = Speed.of(trial.user_attrs)
+    at = f" at {speed.predict_ms_per_text:.2f} ms/text" if speed else " (speed not measured)"
+    return f"trial {trial.number}{_backbone(trial)} {trial.value:.4f}{at}"
+
+
+def _backbone(trial: optuna.trial.FrozenTrial) -> str:
+    return f" ({trial.params[BACKBONE]})" if BACKBONE in trial.params else ""
+
+
+def ties(study: optuna.Study, best: optuna.trial.FrozenTrial, rows: int, budget: float | None = None) -> list[int]:
+    """The completed trials (the best among them; within `budget` ms per text, if set) whose validation accuracy
+    lies within one standard error of the best's, sqrt(p(1-p)/rows) on `rows` validation rows, and never less
+    than one row (at 1.0 the standard error is 0, yet one row either way is noise): the search cannot tell them
+    apart."""
     margin = max(math.sqrt(best.value * (1 - best.value) / rows), 1 / rows) if rows else 0.0
-    complete = study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])
+    complete = within_budget(study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]), budget)
     return sorted(t.number for t in complete if t.value >= best.value - margin - 1e-12)
 
 
@@ -197,8 +252,10 @@ def optimize(trainer: PipelineTrainer, cfg: SearchConfig, space: list[Param], st
         _search(trainer, cfg, space, study, seed)
     except ValueError:
         # transformers reads study.best_trial at the end, which Optuna refuses while no trial has completed
-        # ("Record does not exist"); best_trial() says so in one line, with the trials' errors.
-        if study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+        # ("Record does not exist"), or none meets its constraints (a latency budget: TrialSpeed); best_trial()
+        # says so in one line.
+        complete = study.get_trials(deepcopy=False, states=[TrialState.COMPLETE])
+        if any(all(v <= 0 for v in t.constraints.values()) for t in complete):
             raise
 
 

@@ -24,6 +24,7 @@ from pipeline.tracking.tracker import (
     WORKER,
     Tracker,
 )
+from pipeline.training import speed
 from pipeline.training.internals import current_trial
 from pipeline.training.metrics import OBJECTIVE
 
@@ -125,11 +126,15 @@ class TrialRuns(EpochMetrics):
 
     @deferring
     def on_train_end(self, args, state, control, **kwargs: Any) -> None:
-        """Link the trial to its run while the trial still runs (Optuna refuses attributes on an ended
-        trial), should the outbox not have done it yet; not waiting while the server is away."""
+        """Log the trial's speed (training/speed.py's TrialSpeed measured it just before), and link the trial
+        to its run while the trial still runs (Optuna refuses attributes on an ended trial), should the outbox
+        not have done it yet; not waiting while the server is away."""
         trial = current_trial(self.trainer)
         if not isinstance(trial, optuna.Trial) or self.run is None:
             return
+        measured = {name: trial.user_attrs[name] for name in speed.METRICS if name in trial.user_attrs}
+        if measured:
+            self._send_metrics(measured, 0)
         if self.run.id is None and not self.tracker.outbox.away:
             self.tracker.outbox.wait_sent(LINK_WAIT_S)
         if self.run.id is not None and trial.user_attrs.get(RUN_ID_ATTR) != self.run.id:

@@ -17,8 +17,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 from omegaconf import DictConfig, OmegaConf
 
 from pipeline.runtime.secrets import redact
-from pipeline.schema import Mode
-from pipeline.search.space import space_path
+from pipeline.schema import Mode, searched_backbones, space_path
 from pipeline.tracking.tracker import Tracker
 
 INVOCATIONS_DIR = "invocations"
@@ -52,10 +51,9 @@ def command_line() -> str:
 
 def run_params(cfg: DictConfig) -> dict[str, str]:
     """What the UI's Parameters table shows for a study or train run."""
-    model, data = cfg.model, cfg.dataset
+    data = cfg.dataset
     params = {
-        "model": model.name,
-        "model_source": model.name_or_path or model.package or "tiny_config",
+        **model_source(cfg.model),
         "dataset": data.name,
         "data_source": data.data_dir or data.train_file or data.hub_id or "",
         "max_length": str(data.max_length),
@@ -63,6 +61,8 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
     }
     if cfg.mode != Mode.train:
         path = space_path(cfg.search.space)
+        if backbones := searched_backbones(cfg.search.space):  # one study, whichever `model=` a command names
+            params |= {"model": "searched", "model_source": ", ".join(backbones)}
         params |= {
             "search_space": cfg.search.space,
             "search_space_content": path.read_text(encoding="utf-8")[:6000] if path.is_file() else "",
@@ -71,6 +71,11 @@ def run_params(cfg: DictConfig) -> dict[str, str]:
             "pruner": cfg.search.pruner.value,
         }
     return params
+
+
+def model_source(model: DictConfig) -> dict[str, str]:
+    """A model's name and where its weights come from."""
+    return {"model": model.name, "model_source": model.name_or_path or model.package or "tiny_config"}
 
 
 def dataset_inputs(

@@ -29,6 +29,12 @@ def init_weights(model: PreTrainedModel, module_name: str) -> None:
     model._init_weights(model.get_submodule(module_name))
 
 
+def forget_model_inputs(trainer: Trainer) -> None:
+    """Make the Trainer read the next model's input names afresh (it keeps the first model's forward
+    signature, and drops dataset columns by it): a search over backbones changes the model between trials."""
+    trainer._signature_columns = None
+
+
 def release_previous_model(trainer: Trainer) -> None:
     """Drop every reference to the last training's model, optimizer and scheduler before `model_init` makes
     the next trial's model: left to the Trainer, they stay on the GPU (held by the Trainer, its callback

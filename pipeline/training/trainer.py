@@ -33,13 +33,28 @@ class Resumer(Protocol):
     def drop(self, trial: optuna.Trial) -> None: ...  # a failed trial's saved states
 
 
+# A trial's backbone: its model_init, tokenized splits and tokenizer (a search over `model`, prepare.Prepared).
+BackboneOf = Callable[[Any], tuple[Callable, DatasetDict, Any]]
+
+
 class PipelineTrainer(EpochReports, ShuffledLengthGroups):
     """A Trainer that reports to Optuna once per epoch, shuffles length-grouped batches, records why a trial
-    failed, trains with FGM when asked, and, given a `resumer` (in a search), continues interrupted trials."""
+    failed, trains with FGM when asked, and, given a `resumer` (in a search), continues interrupted trials;
+    given `backbone_of`, each trial trains the model (and data in its tokenizer) the trial drew."""
 
-    def __init__(self, *args: Any, resumer: Resumer | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, resumer: Resumer | None = None, backbone_of: BackboneOf | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
-        self.resumer = resumer
+        self.resumer, self.backbone_of = resumer, backbone_of
+
+    def use_backbone(self, trial: Any) -> None:
+        """The trial's model, splits and tokenizer in place of the last trial's."""
+        self.model_init, tokenized, tokenizer = self.backbone_of(trial)
+        self.train_dataset, self.eval_dataset = tokenized["train"], tokenized["validation"]
+        self.processing_class, self.data_collator = tokenizer, DataCollatorWithPadding(tokenizer)
+        self.callback_handler.processing_class = tokenizer  # what callbacks get (the kept weights save it)
+        internals.forget_model_inputs(self)
 
     def training_step(self, model, inputs: dict[str, Any], num_items_in_batch=None) -> torch.Tensor:
         clean_step = super().training_step
@@ -51,6 +66,8 @@ class PipelineTrainer(EpochReports, ShuffledLengthGroups):
     def train(self, *args: Any, trial: optuna.Trial | None = None, **kwargs: Any):
         if self.model_init is not None:  # a new model for this training: the last one's memory goes first
             internals.release_previous_model(self)
+        if trial is not None and self.backbone_of is not None:
+            self.use_backbone(trial)
         try:
             if isinstance(trial, optuna.Trial) and self.resumer is not None:
                 kwargs["resume_from_checkpoint"] = self.resumer.begin(trial, self.args.world_size > 1)
@@ -80,6 +97,7 @@ def build_trainer(
     tokenizer,
     callbacks: list[TrainerCallback] = (),
     resumer: Resumer | None = None,
+    backbone_of: BackboneOf | None = None,
 ) -> PipelineTrainer:
     return PipelineTrainer(
         model_init=model_init,
@@ -91,6 +109,7 @@ def build_trainer(
         compute_metrics=compute_metrics,
         callbacks=[NanLossGuard(), *callbacks, *([resumer] if resumer is not None else [])],
         resumer=resumer,
+        backbone_of=backbone_of,
     )
 
 
