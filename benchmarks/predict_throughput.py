@@ -39,7 +39,7 @@ from pipeline.training.trainer import build_trainer
 NAIVE_SCRIPT = """\
 import sys
 import pandas as pd
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, pipeline
+from transformers import pipeline
 model, texts_file, out = sys.argv[1:]
 classify = pipeline("text-classification", model=model, tokenizer=model)
 texts = pd.read_csv(texts_file)["text"].tolist()

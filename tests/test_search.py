@@ -364,28 +364,39 @@ def measured(value: float, ms: float | None, backbone: str) -> optuna.trial.Froz
         value=value,
         params={"model": backbone},
         user_attrs=attrs,
-        distributions={"model": optuna.distributions.CategoricalDistribution(["a", "b", "c"])},
+        distributions={"model": optuna.distributions.CategoricalDistribution(["a", "b", "c", "d"])},
     )
 
 
 def test_a_budget_picks_the_most_accurate_trial_within_it_and_says_what_it_cost():
     study = optuna.create_study(direction="maximize")
-    for value, ms, backbone in ((0.90, 20.0, "a"), (0.86, 4.0, "b"), (0.84, 1.0, "c"), (0.95, None, "a")):
+    for value, ms, backbone in ((0.90, 20.0, "a"), (0.86, 4.0, "b"), (0.84, 1.0, "c"), (0.95, None, "d")):
         study.add_trial(measured(value, ms, backbone))
     assert best_trial(study).number == 3  # no budget: the most accurate, measured or not
     assert best_trial(study, 5.0).number == 1 and best_trial(study, 1.0).number == 2
     assert ties(study, study.trials[1], rows=100, budget=5.0) == [1, 2]  # the better trials over the budget are no ties
     assert budget_line(study, 5.0, study.trials[1]) == (
-        "best within 5 ms/text: trial 1 (b) 0.8600 at 4.00 ms/text; best overall: trial 3 (a) 0.9500 (speed not "
+        "best within 5 ms/text: trial 1 (b) 0.8600 at 4.00 ms/text; best overall: trial 3 (d) 0.9500 (speed not "
         "measured)"
     )
     with pytest.raises(PipelineError) as raised:
         best_trial(study, 0.5)
     assert str(raised.value) == (
-        "registry.max_ms_per_text=0.5: none of the 4 completed trials classifies that fast; the fastest, trial 2 "
-        "(c), takes 1.00 ms/text on cpu (float32; test, 2 threads); raise the budget or search smaller models. "
+        "registry.max_ms_per_text=0.5: none of the 4 completed trials classifies that fast; the fastest model, c, "
+        "takes 1.00 ms/text on cpu (float32; test, 2 threads); raise the budget or search smaller models. "
         "Nothing registered"
     )
+
+
+def test_a_budget_judges_each_backbone_by_its_median_trial_never_by_one_lucky_measurement():
+    study = optuna.create_study(direction="maximize")
+    # Three trials of one model, measured with timing noise around 2 ms, and one unmeasured (pruned elsewhere).
+    for value, ms in ((0.90, 2.1), (0.89, 1.9), (0.88, 2.0), (0.91, None)):
+        study.add_trial(measured(value, ms, "a"))
+    study.add_trial(measured(0.70, 0.5, "b"))
+    assert best_trial(study, 2.0).number == 3  # the model's median, 2.0 ms, is within: all its trials are
+    assert best_trial(study, 1.95).number == 4  # not the 1.9 ms draw: the model is over, whichever trial
+    assert budget_line(study, 1.95, study.trials[4]).endswith("best overall: trial 3 (a) 0.9100 at 2.00 ms/text")
 
 
 def test_the_front_holds_the_trials_no_other_beats_on_speed_and_accuracy_and_the_plot_draws_it():

@@ -24,7 +24,7 @@ from pipeline.errors import PipelineError
 from pipeline.schema import BACKBONE, Pruner, Sampler, SearchConfig
 from pipeline.search import internals
 from pipeline.search.space import Param, backbone_choices, hp_space
-from pipeline.training.speed import Speed
+from pipeline.training.speed import Speed, backbone_ms, backbone_of
 from pipeline.training.trainer import PipelineTrainer, objective
 
 log = logging.getLogger(__name__)
@@ -102,10 +102,12 @@ def make_sampler(cfg: SearchConfig, seed: int) -> optuna.samplers.BaseSampler:
 
 
 def within_budget(trials: list[optuna.trial.FrozenTrial], budget: float | None) -> list[optuna.trial.FrozenTrial]:
-    """The trials measured at most `budget` ms per text (all of them, without a budget)."""
+    """The trials whose backbone classifies at most `budget` ms per text (all of them, without a budget), each
+    backbone judged by the median of its measured trials among `trials` (speed.backbone_ms)."""
     if budget is None:
         return trials
-    return [t for t in trials if (speed := Speed.of(t.user_attrs)) and speed.predict_ms_per_text <= budget]
+    ms = backbone_ms(trials)
+    return [t for t in trials if ms.get(backbone_of(t), math.inf) <= budget]
 
 
 def make_pruner(cfg: SearchConfig) -> optuna.pruners.BasePruner:
@@ -139,37 +141,35 @@ def best_trial(study: optuna.Study, budget: float | None = None) -> optuna.trial
 
 
 def no_trial_within(study_name: str, complete: list[optuna.trial.FrozenTrial], budget: float) -> str:
-    measured = [(speed, t) for t in complete if (speed := Speed.of(t.user_attrs))]
-    said = f"registry.max_ms_per_text={budget:g}: "
-    if not measured:
+    said, ms = f"registry.max_ms_per_text={budget:g}: ", backbone_ms(complete)
+    if not ms:
         return said + (
             f"no completed trial of search.study_name={study_name} has a measured speed (trials from before "
             "speeds were measured); run more trials, or drop the budget"
         )
-    speed, fastest = min(measured, key=lambda found: found[0].predict_ms_per_text)
+    fastest = min(ms, key=ms.get)
+    device = next(s.predict_device for t in complete if backbone_of(t) == fastest and (s := Speed.of(t.user_attrs)))
     return said + (
-        f"none of the {len(complete)} completed trials classifies that fast; the fastest, trial {fastest.number}"
-        f"{_backbone(fastest)}, takes {speed.predict_ms_per_text:.2f} ms/text on {speed.predict_device}; raise the "
-        "budget or search smaller models. Nothing registered"
+        f"none of the {len(complete)} completed trials classifies that fast; the fastest model, "
+        f"{fastest or 'the configured one'}, takes {ms[fastest]:.2f} ms/text on {device}; raise the budget or search "
+        "smaller models. Nothing registered"
     )
 
 
 def budget_line(study: optuna.Study, budget: float, pick: optuna.trial.FrozenTrial) -> str:
     """What the budget cost: `best within 5 ms/text: trial 1 (minilm) 0.8830 at 3.20 ms/text; best overall: trial
-    4 (bert_base) 0.9010 at 21.00 ms/text`."""
-    best = best_trial(study)
-    said = f"best within {budget:g} ms/text: {_trial_speed(pick)}"
-    return said + (", also the best overall" if best.number == pick.number else f"; best overall: {_trial_speed(best)}")
+    4 (bert_base) 0.9010 at 21.00 ms/text` (each backbone's median speed)."""
+    best, ms = best_trial(study), backbone_ms(study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]))
+    said = f"best within {budget:g} ms/text: {_trial_speed(pick, ms)}"
+    if best.number == pick.number:
+        return said + ", also the best overall"
+    return said + f"; best overall: {_trial_speed(best, ms)}"
 
 
-def _trial_speed(trial: optuna.trial.FrozenTrial) -> str:
-    speed = Speed.of(trial.user_attrs)
-    at = f" at {speed.predict_ms_per_text:.2f} ms/text" if speed else " (speed not measured)"
-    return f"trial {trial.number}{_backbone(trial)} {trial.value:.4f}{at}"
-
-
-def _backbone(trial: optuna.trial.FrozenTrial) -> str:
-    return f" ({trial.params[BACKBONE]})" if BACKBONE in trial.params else ""
+def _trial_speed(trial: optuna.trial.FrozenTrial, ms: dict[str, float]) -> str:
+    backbone = backbone_of(trial)
+    at = f" at {ms[backbone]:.2f} ms/text" if backbone in ms else " (speed not measured)"
+    return f"trial {trial.number}{f' ({backbone})' if backbone else ''} {trial.value:.4f}{at}"
 
 
 def ties(study: optuna.Study, best: optuna.trial.FrozenTrial, rows: int, budget: float | None = None) -> list[int]:
