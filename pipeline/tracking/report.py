@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import optuna
 import optuna.visualization as plotly_plots
 import optuna.visualization.matplotlib as png_plots
+from matplotlib import ticker
 from mlflow.tracking import MlflowClient
 from optuna.trial import TrialState
 
@@ -96,6 +97,9 @@ def accuracy_vs_speed(complete: list[optuna.trial.FrozenTrial], pick, budget: fl
     if budget is not None:
         axes.axvline(budget, color="red", linestyle="--", linewidth=1, label=f"budget {budget:g} ms/text")
     axes.set_xscale("log")
+    # Plain numbers at the decades and between them ("3x10^-1" labels on minor ticks ran into each other).
+    axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    axes.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes.set_xlabel("milliseconds per text (as pipeline.predict classifies)")
     axes.set_ylabel(OBJECTIVE)
     axes.legend(fontsize="small")
