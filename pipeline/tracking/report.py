@@ -97,7 +97,7 @@ def accuracy_vs_speed(complete: list[optuna.trial.FrozenTrial], pick, budget: fl
     if budget is not None:
         axes.axvline(budget, color="red", linestyle="--", linewidth=1, label=f"budget {budget:g} ms/text")
     axes.set_xscale("log")
-    # Plain numbers at the decades and between them ("3x10^-1" labels on minor ticks ran into each other).
+    # Plain numbers at the decades, none between ("3x10^-1" labels on minor ticks ran into each other).
     axes.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     axes.xaxis.set_minor_formatter(ticker.NullFormatter())
     axes.set_xlabel("milliseconds per text (as pipeline.predict classifies)")
