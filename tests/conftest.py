@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib
 import importlib.resources
 import os
 import shutil
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
 import pytest
+import torch
 import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -26,6 +30,12 @@ from pipeline.tracking.promotion import Rule, alias_holder
 from pipeline.tracking.tracker import ROLE_TAG, Tracker
 
 schema.store_in_hydra()
+
+# Two xdist workers share the two cores (pyproject's addopts): one torch thread each, in this process and in the
+# commands it starts. Two tiny searches at once took 29-31 s with two threads each, 21-23 s with one.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 # Each test session starts on empty datasets and Hugging Face caches (set before anything imports datasets,
 # which reads them once), so that nothing passes only because a cache is warm; subprocesses inherit them.
@@ -62,6 +72,32 @@ def _environment_as_at_start():
 # interrupt tests send SIGINT to this process and to the entry points it starts, so give it back
 # Python's handler: the tests then behave the same however pytest was launched.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+# Longest first (seconds on one worker, 2026-12-07), so that xdist, handing out one file at a time in this
+# order, never starts a long file last while the other worker idles; the rest follow in their own order.
+LONGEST_FIRST = [
+    "test_scale_out.py",  # 261
+    "test_faults.py",  # 250
+    "test_slurm.py",  # 216
+    "test_after_search.py",  # 214
+    "test_reliability.py",  # 193
+    "test_own_csv.py",  # 156
+    "test_fuzz.py",  # 132
+    "test_resume.py",  # 128
+    "test_end_to_end.py",  # 86
+    "test_backbones.py",  # 81
+    "test_what_users_see.py",  # 74
+    "test_secrets.py",  # 66
+    "test_bad_input.py",  # 52
+    "test_search.py",  # 43
+    "test_distributed.py",  # 32
+]
+
+
+def pytest_collection_modifyitems(items) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's tests keep their order
 
 
 def pytest_addoption(parser) -> None:
@@ -164,22 +200,40 @@ def run_entry_point_said(monkeypatch, capsys, cwd: Path, *overrides: str) -> tup
     """`run_entry_point`, with what it printed on stdout: (exit code, stdout, stderr)."""
     from pipeline.__main__ import cli, main
 
-    monkeypatch.chdir(cwd)
     monkeypatch.setattr(sys, "argv", ["pipeline", *overrides])
     monkeypatch.setenv("HYDRA_FULL_ERROR", "0")  # cli() sets it to 1; restored after the test
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as pipeline_env() does for the subprocesses
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # conf/ reads it
     # As under `python -m pipeline`, where the module is __main__: Hydra then finds conf/ beside the file.
     monkeypatch.setattr(main.__wrapped__, "__module__", "__main__")
     GlobalHydra.instance().clear()
-    term = signal.getsignal(signal.SIGTERM)
-    capsys.readouterr()
-    try:
-        with pytest.raises(SystemExit) as exited:
-            cli()
-    finally:
-        signal.signal(signal.SIGTERM, term)
+    with _as_its_own_process(monkeypatch, capsys, cwd), pytest.raises(SystemExit) as exited:
+        cli()
     said = capsys.readouterr()
     # One error line, on stderr: a library's own error log line (datasets' did) would make two.
     assert not [line for line in said.out.splitlines() if line.startswith("error:")], said.out[-2000:]
     return exited.value.code, said.out, said.err
+
+
+def run_command_said(monkeypatch, capsys, cwd: Path, module: str, *args: str) -> tuple[int, str, str]:
+    """`python -m MODULE ARGS` for `pipeline.predict` or `pipeline.evaluate`, run in this process, in `cwd`:
+    (exit code, stdout, stderr). Give it an absolute --tracking-uri: this process keeps MLflow's store per URI
+    string, so a relative one could reach another test's directory."""
+    main = importlib.import_module(module).main
+    with _as_its_own_process(monkeypatch, capsys, cwd):
+        code = main(list(args))
+    said = capsys.readouterr()
+    return code, said.out, said.err
+
+
+@contextlib.contextmanager
+def _as_its_own_process(monkeypatch, capsys, cwd: Path) -> Iterator[None]:
+    """What a command run in this process would have in its own: `cwd`, the Hub offline (as pipeline_env()
+    sets it for subprocesses), nothing printed before it; the SIGTERM handler it installs is undone after."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    term = signal.getsignal(signal.SIGTERM)
+    capsys.readouterr()
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, term)

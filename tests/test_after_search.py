@@ -26,7 +26,7 @@ from pipeline.evaluate import DRIFT_TAG, EVALUATION_TAG, MODEL_VERSION_TAG
 from pipeline.tracking.registry import PROFILE_TAG
 from pipeline.tracking.report import CONFUSION_MATRIX
 from pipeline.tracking.tracker import ROLE_TAG
-from tests.conftest import compose_config, write_space
+from tests.conftest import compose_config, run_command_said, write_space
 from tests.mlflow_ui import wait_for
 from tests.test_own_csv import TOPICS, command, write_reviews
 
@@ -198,6 +198,12 @@ def test_predict_quantized_to_int8_gives_close_probabilities(champion, tmp_path)
     assert found["int8"][columns].sum(axis=1).round(4).eq(1).all()
 
 
+REAL_PROCESS_CASES = {
+    "unknown format",
+    "unregistered name",
+}  # what the user sees from the real process; the rest in-process
+
+
 @pytest.mark.parametrize(
     "case, args, says",
     [
@@ -236,21 +242,27 @@ def test_predict_quantized_to_int8_gives_close_probabilities(champion, tmp_path)
         ),
     ],
 )
-def test_bad_predict_input_is_one_error_line(champion, tmp_path, case, args, says):
-    work, _, _ = champion
+def test_bad_predict_input_is_one_error_line(champion, tmp_path, monkeypatch, capsys, case, args, says):
+    work, uri, _ = champion
     new_texts().to_csv(tmp_path / "in.csv", index=False)
     (tmp_path / "empty.csv").write_text("body\n")
     (tmp_path / "ragged.csv").write_text("body\nhello, world\nfine\n")  # pandas: index 'hello', text ' world'
     args = [a.format(dir=tmp_path) for a in args]
-    uri = CHAMPION
+    model = CHAMPION
     if "--model" in args:
         at = args.index("--model")
-        uri, args = args[at + 1], args[:at] + args[at + 2 :]
-    result = predict(work, uri, *args)
-    assert result.returncode == 2, result.stderr[-3000:]
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and says.format(dir=tmp_path) in errors[0], result.stderr[-3000:]
-    assert "Traceback" not in result.stderr
+        model, args = args[at + 1], args[:at] + args[at + 2 :]
+    if case in REAL_PROCESS_CASES:
+        result = predict(work, model, *args)
+        code, stderr = result.returncode, result.stderr
+    else:  # the case's own --tracking-uri, if it has one, comes later and wins
+        code, _, stderr = run_command_said(
+            monkeypatch, capsys, work, "pipeline.predict", model, "--tracking-uri", uri, *args
+        )
+    assert code == 2, stderr[-3000:]
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and says.format(dir=tmp_path) in errors[0], stderr[-3000:]
+    assert "Traceback" not in stderr
     assert not (tmp_path / "typo").exists()  # a mistyped store is not created
 
 

@@ -14,7 +14,7 @@ from optuna.trial import TrialState
 from devtools.commands import run_pipeline, study_storage, tracking_uri
 from pipeline.tracking.promotion import DECISION_TAG
 from pipeline.tracking.tracker import ROLE_TAG
-from tests.conftest import champion_by_the_rule, default_study
+from tests.conftest import champion_by_the_rule, default_study, run_entry_point_said
 
 pytestmark = pytest.mark.slow  # servers, faults, or trainings of 20 s and more
 
@@ -107,23 +107,23 @@ def test_a_multirun_run_twice_continues_each_of_its_studies(tmp_path):
     assert [e.name for e in client.search_experiments()] == ["local", "Default"]
 
 
-def test_a_quick_try_on_capped_rows_then_the_full_data_need_no_new_names(tmp_path):
-    """The common workflow: a small run first, then all rows, with the same command less the cap."""
+def test_a_quick_try_on_capped_rows_then_the_full_data_need_no_new_names(tmp_path, monkeypatch, capsys):
+    """The common workflow: a small run first, then all rows, with the same command less the cap (in this
+    process: the names are the point, and the test above runs the real one twice)."""
     work = tmp_path / "project"
     work.mkdir()
     data = write_reviews(tmp_path / "data" / "reviews.csv")
-    quick = run_pipeline(work, *command(data), "dataset.max_train_samples=40")
-    assert quick.returncode == 0, quick.stderr[-3000:]
-    assert "models:/local-train40/1" in quick.stdout
-    full = run_pipeline(work, *command(data))
-    assert full.returncode == 0, full.stderr[-3000:]
-    assert "models:/local/1" in full.stdout
+    code, out, err = run_entry_point_said(monkeypatch, capsys, work, *command(data), "dataset.max_train_samples=40")
+    assert code == 0, err[-3000:]
+    assert "models:/local-train40/1" in out
+    code, out, err = run_entry_point_said(monkeypatch, capsys, work, *command(data))
+    assert code == 0, err[-3000:]
+    assert "models:/local/1" in out
     assert sorted(optuna.get_all_study_names(study_storage(work))) == ["local-tiny", "local-tiny-train40"]
     client = MlflowClient(tracking_uri(work), tracking_uri(work))
     assert sorted(m.name for m in client.search_registered_models()) == ["local", "local-train40"]
     # An explicit name still gets the data check: the full rows under the quick try's name are refused.
-    again = run_pipeline(work, *command(data), "registry.name=local-train40", "search.study_name=other")
-    assert (
-        again.returncode == 2
-        and "registry.name=local-train40: version 1 was trained and scored on other data" in again.stderr
+    code, _, err = run_entry_point_said(
+        monkeypatch, capsys, work, *command(data), "registry.name=local-train40", "search.study_name=other"
     )
+    assert code == 2 and "registry.name=local-train40: version 1 was trained and scored on other data" in err
