@@ -198,10 +198,8 @@ def test_predict_quantized_to_int8_gives_close_probabilities(champion, tmp_path)
     assert found["int8"][columns].sum(axis=1).round(4).eq(1).all()
 
 
-REAL_PROCESS_CASES = {
-    "unknown format",
-    "unregistered name",
-}  # what the user sees from the real process; the rest in-process
+# What the user sees from the real process; the other cases run in this process.
+REAL_PROCESS_CASES = {"unknown format", "unregistered name"}
 
 
 @pytest.mark.parametrize(
