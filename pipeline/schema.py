@@ -137,8 +137,9 @@ class SearchConfig:
         "stop at once (Ctrl-C always does)",
     )
     checkpoint_dir: str = key(
-        help="keeps the best trial's weights (reused by the final step) and each running trial's state at its last "
-        "finished epoch (`resume/`, to continue it after an interruption); put it on storage all workers share",
+        help="keeps the best trial's weights (each backbone's best in a search over backbones; reused by the final "
+        "step) and each running trial's state at its last finished epoch (`resume/`, to continue it after an "
+        "interruption); put it on storage all workers share",
         shown="`mlruns/checkpoints/<study>`",
     )
 

@@ -60,6 +60,10 @@ def trials_by_backbone(study: optuna.Study) -> dict[str, optuna.trial.FrozenTria
     return {t.params["model"]: t for t in study.get_trials(states=[TrialState.COMPLETE])}
 
 
+def kept_weights(cwd: Path, study: optuna.Study) -> set[str]:
+    return {path.name for path in (cwd / "mlruns" / "checkpoints" / study.study_name).glob("trial-*")}
+
+
 def test_one_study_trains_both_backbones_measures_each_and_registers_the_more_accurate(searched):
     cwd, _, study = searched
     trials = trials_by_backbone(study)
@@ -81,6 +85,7 @@ def test_one_study_trains_both_backbones_measures_each_and_registers_the_more_ac
     (version,) = client.search_model_versions(f"name = '{NAME}'")
     assert version.tags[TRIAL_RUN_TAG] == trials["minilm"].user_attrs["mlflow_run_id"]
     assert "speed: " in version.description and "ms/text" in version.description
+    assert kept_weights(cwd, study) == {f"trial-{t.number}" for t in trials.values()}  # each backbone's best
     predicted = run_pipeline(cwd, f"models:/{NAME}/1", "Stocks fall as rates rise", module="pipeline.predict")
     assert predicted.returncode == 0, predicted.stderr[-2000:]
     assert predicted.stdout.strip().split("\t")[0] in CLASSES, predicted.stdout
@@ -100,6 +105,8 @@ def test_a_budget_between_the_two_picks_the_faster_one_and_a_rerun_registers_not
     versions = {str(v.version): v for v in client.search_model_versions(f"name = '{NAME}'")}
     assert versions["2"].tags[TRIAL_RUN_TAG] == trials["tiny"].user_attrs["mlflow_run_id"]
     assert f"best within {between:g} ms/text: trial {picked.number} (tiny)" in out
+    assert "trained " not in out + err  # the pick's kept weights, not a training again
+    assert kept_weights(cwd, study) == {f"trial-{t.number}" for t in trials.values()}  # for another budget later
     assert f"best overall: trial {trials['minilm'].number} (minilm)" in out
     # The champion rule as before: the slower, more accurate version keeps the alias it won on test rows.
     assert champion_by_the_rule(f"sqlite:///{cwd}/mlruns/mlflow.db", NAME) == "1"

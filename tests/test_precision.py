@@ -6,7 +6,7 @@ import torch
 
 from pipeline import classifier
 from pipeline.errors import PipelineError
-from pipeline.training import model, precision
+from pipeline.training import inference, model, precision
 from pipeline.training.args import training_args
 from tests.conftest import compose_config
 
@@ -104,3 +104,28 @@ def test_precision_names_the_weights_dtype_whatever_the_device_has(monkeypatch, 
     assert classifier.load(str(saved), "", precision_choice="bf16").model.dtype == torch.bfloat16
     with pytest.raises(PipelineError, match="--precision=fp8: choose one of auto, fp32, bf16"):
         classifier.load(str(saved), "", precision_choice="fp8")
+
+
+def test_batched_probabilities_are_each_texts_own_in_the_order_given(saved):
+    """Batches padded to their longest text give each text the probabilities it gets alone, unpadded, in the
+    order of the texts (not the length order batches are made in)."""
+    loaded = classifier.load(str(saved), "", precision_choice="fp32")
+    texts = [text * repeat for repeat in (3, 1, 5, 2) for text in TEXTS] + [""]
+    batched = loaded.probabilities(texts, batch_size=3)
+    alone = [
+        torch.softmax(loaded.model(**loaded.tokenizer(text, truncation=True, return_tensors="pt")).logits, -1)[0]
+        for text in texts
+    ]
+    assert batched.shape == (len(texts), len(LABELS))
+    assert batched == pytest.approx(torch.stack(alone).detach().numpy(), abs=1e-5)
+    assert loaded.probabilities([]).shape == (0, len(LABELS))
+
+
+@pytest.mark.parametrize("left", [False, True])
+def test_a_batch_is_padded_on_the_tokenizers_side_as_tokenizer_pad_does(saved, left):
+    tokenizer = classifier.load(str(saved), "").tokenizer
+    tokenizer.padding_side = "left" if left else "right"
+    batch = tokenizer(TEXTS)["input_ids"]
+    input_ids, attention_mask = inference.Padding(tokenizer.pad_token_id, left, torch.device("cpu"))(batch)
+    expected = tokenizer.pad({"input_ids": batch}, return_tensors="pt")
+    assert torch.equal(input_ids, expected["input_ids"]) and torch.equal(attention_mask, expected["attention_mask"])

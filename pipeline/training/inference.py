@@ -16,16 +16,44 @@ def probabilities(
     model: PreTrainedModel, tokenizer, texts: list[str], batch_size: int = BATCH_SIZE, progress: bool = False
 ) -> np.ndarray:
     """Rows of class probabilities, in the order of `texts`. Texts are truncated as in training (the tokenizer's
-    model_max_length) and batched by length, so padding costs little."""
+    model_max_length) and batched by length, so padding costs little. On a GPU each batch's probabilities stay on
+    the device and all come back at the end: no copy back, and no wait for it, per batch."""
+    if not texts:  # the tokenizer fails on none
+        return np.zeros((0, model.config.num_labels), dtype=np.float32)
     encoded = tokenizer(texts, truncation=True)["input_ids"]
     order = np.argsort([len(ids) for ids in encoded], kind="stable")
-    result = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    pad = Padding(tokenizer.pad_token_id or 0, tokenizer.padding_side == "left", model.device)
     model.eval()
-    starts = range(0, len(order), batch_size)
+    computed = []
     with torch.inference_mode():
-        for start in tqdm(starts, desc="classify", unit="batch", disable=not progress):
-            rows = order[start : start + batch_size]
-            batch = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt")
-            logits = model(**batch.to(model.device)).logits
-            result[rows] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        for start in tqdm(range(0, len(order), batch_size), desc="classify", unit="batch", disable=not progress):
+            input_ids, attention_mask = pad([encoded[i] for i in order[start : start + batch_size]])
+            logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
+            computed.append(torch.softmax(logits.float(), dim=-1))
+        found = torch.cat(computed).cpu().numpy()
+    result = np.empty_like(found)
+    result[order] = found
     return result
+
+
+class Padding:
+    """A batch of token ids as `input_ids` and `attention_mask` on `device`, padded to its longest text: in
+    numpy (a tenth of `tokenizer.pad`'s time on lists of ids), copied from pinned memory without a wait on a GPU."""
+
+    def __init__(self, pad_id: int, left: bool, device: torch.device) -> None:
+        self.pad_id, self.left, self.device = pad_id, left, device
+
+    def __call__(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        lengths = np.array([len(ids) for ids in batch])
+        width = int(lengths.max())
+        columns = np.arange(width)
+        mask = columns >= (width - lengths)[:, None] if self.left else columns < lengths[:, None]
+        input_ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
+        input_ids[mask] = np.concatenate(batch)  # row by row, each text's ids into its unmasked places
+        return self._moved(input_ids), self._moved(mask.astype(np.int64))
+
+    def _moved(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(array)
+        if self.device.type == "cuda":
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
