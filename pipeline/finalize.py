@@ -56,7 +56,7 @@ def best_of(prep: Prepared, study: optuna.Study | None, parent: str) -> BestTria
     best = BestTrial()
     if study is not None:
         cfg, trial = prep.cfg.search, best_trial(study, prep.cfg.registry.max_ms_per_text)
-        checkpoints.drop_checkpoints(study, cfg.checkpoint_dir)
+        checkpoints.drop_checkpoints(study, cfg.checkpoint_dir, keep=trial)
         resume.drop_states(study, resume.states_dir(cfg.checkpoint_dir))
         log.info("best trial %d: %s=%.4f %s", trial.number, OBJECTIVE, trial.value, trial.params)
         for edge in widening_hints(study, trial, prep.space, len(prep.labels)):

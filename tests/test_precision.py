@@ -129,3 +129,10 @@ def test_a_batch_is_padded_on_the_tokenizers_side_as_tokenizer_pad_does(saved, l
     input_ids, attention_mask = inference.Padding(tokenizer.pad_token_id, left, torch.device("cpu"))(batch)
     expected = tokenizer.pad({"input_ids": batch}, return_tensors="pt")
     assert torch.equal(input_ids, expected["input_ids"]) and torch.equal(attention_mask, expected["attention_mask"])
+
+
+def test_without_a_padding_token_only_texts_of_one_length_share_a_batch():
+    pad = inference.Padding(None, False, torch.device("cpu"))
+    assert pad([[101, 7, 102], [101, 8, 102]])[1].tolist() == [[1, 1, 1], [1, 1, 1]]
+    with pytest.raises(PipelineError, match="tokenizer has no padding token.*or use --batch-size 1"):
+        pad([[101, 7, 102], [101, 102]])

@@ -19,6 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.finalize import Seeds
 from pipeline.schema import backbone_name
 from pipeline.search import storage
+from pipeline.search.checkpoints import drop_checkpoints
 from pipeline.search.space import (
     Param,
     at_bounds,
@@ -27,7 +28,7 @@ from pipeline.search.space import (
     load_space,
     seeded_model_init,
 )
-from pipeline.search.study import best_trial, budget_line, open_study, ties
+from pipeline.search.study import best_of_each_backbone, best_trial, budget_line, open_study, ties
 from pipeline.tracking.registry import SEED_TAG, SEEDS_TAG
 from pipeline.tracking.report import accuracy_vs_speed, pareto_front
 from pipeline.training import model
@@ -397,6 +398,28 @@ def test_a_budget_judges_each_backbone_by_its_median_trial_never_by_one_lucky_me
     assert best_trial(study, 2.0).number == 3  # the model's median, 2.0 ms, is within: all its trials are
     assert best_trial(study, 1.95).number == 4  # not the 1.9 ms draw: the model is over, whichever trial
     assert budget_line(study, 1.95, study.trials[4]).endswith("best overall: trial 3 (a) 0.9100 at 2.00 ms/text")
+
+
+def test_whatever_the_budget_its_pick_is_a_backbones_best_whose_weights_stay_kept(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    for value, ms, backbone in (
+        (0.90, 20.0, "a"),
+        (0.92, 21.0, "a"),
+        (0.86, 4.0, "b"),
+        (0.86, 4.2, "b"),
+        (0.8, 1, "c"),
+    ):
+        study.add_trial(measured(value, ms, backbone))
+    bests = best_of_each_backbone(study)
+    assert {name: t.number for name, t in bests.items()} == {"a": 1, "b": 2, "c": 4}  # the earliest of equals
+    for budget in (None, 30.0, 10.0, 4.1, 2.0):
+        assert best_trial(study, budget) in bests.values()
+    running = study.ask()  # another worker's trial, its weights saved before it completes
+    for name in [f"trial-{t.number}" for t in study.trials] + [".trial-3.partial"]:
+        (tmp_path / name).mkdir()
+    drop_checkpoints(study, str(tmp_path), keep=study.trials[0])
+    kept = sorted(p.name for p in tmp_path.iterdir())
+    assert kept == ["trial-0", "trial-1", "trial-2", "trial-4", f"trial-{running.number}"]
 
 
 def test_the_front_holds_the_trials_no_other_beats_on_speed_and_accuracy_and_the_plot_draws_it():

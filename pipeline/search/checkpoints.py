@@ -12,7 +12,7 @@ from typing import Any
 import optuna
 from transformers import TrainerCallback
 
-from pipeline.search.study import trial_name
+from pipeline.search.study import best_of_each_backbone, trial_name
 from pipeline.training import internals
 from pipeline.training.internals import training_done
 from pipeline.training.speed import backbone_of
@@ -20,9 +20,9 @@ from pipeline.training.trainer import PipelineTrainer
 
 
 class KeepBestTrial(TrainerCallback):
-    """Save a finished trial's weights when it beats its backbone's best, and drop the weights it displaces,
-    so disk holds one checkpoint per backbone however many trials run; the final step reuses the pick's
-    instead of retraining, whatever latency budget picks it."""
+    """Save a finished trial's weights when it beats its backbone's best, and drop the finished trials' weights
+    that are no backbone's best, so disk holds a checkpoint per backbone (and those of trials still running)
+    however many trials run; the final step reuses the pick's instead of retraining, whatever budget picks it."""
 
     def __init__(self, trainer: PipelineTrainer, study: optuna.Study, directory: str) -> None:
         self.trainer, self.study, self.directory = trainer, study, Path(directory)
@@ -34,8 +34,7 @@ class KeepBestTrial(TrainerCallback):
             return
         if not training_done(state):  # a trial about to be pruned is no candidate
             return
-        bests = best_of_each_backbone(self.study)
-        previous = bests.get(backbone_of(trial))
+        previous = best_of_each_backbone(self.study).get(backbone_of(trial))
         if previous is not None and value <= previous.value:
             return
         target = self.directory / trial_name(trial)
@@ -45,21 +44,7 @@ class KeepBestTrial(TrainerCallback):
         processing_class.save_pretrained(staging)
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)  # a checkpoint directory is either whole or absent
-        # The previous best of this backbone stays until this trial is told COMPLETE; the next save removes it.
-        kept = {target.name} | {trial_name(t) for t in bests.values()}
-        for path in self.directory.glob("trial-*"):
-            if path.name not in kept:
-                shutil.rmtree(path, ignore_errors=True)
-
-
-def best_of_each_backbone(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
-    """Each backbone's most accurate completed trial (the earliest of equals), as search/study.best_trial ranks."""
-    best: dict[str, optuna.trial.FrozenTrial] = {}
-    for trial in study.get_trials(deepcopy=False, states=[optuna.trial.TrialState.COMPLETE]):
-        held = best.get(backbone_of(trial))
-        if held is None or (trial.value, -trial.number) > (held.value, -held.number):
-            best[backbone_of(trial)] = trial
-    return best
+        drop_checkpoints(self.study, str(self.directory))  # this trial's stays: it is not finished yet
 
 
 def checkpoint_for(trial: optuna.trial.FrozenTrial, directory: str) -> Path | None:
@@ -71,14 +56,14 @@ def checkpoint_for(trial: optuna.trial.FrozenTrial, directory: str) -> Path | No
 _CHECKPOINT = re.compile(r"^\.?trial-(\d+)(\.partial)?$")
 
 
-def drop_checkpoints(study: optuna.Study, directory: str) -> None:
+def drop_checkpoints(study: optuna.Study, directory: str, keep: optuna.trial.FrozenTrial | None = None) -> None:
     """Remove kept weights (and a killed save's `.partial` leftovers) of every finished trial but each backbone's
-    best (which another budget may pick later).
+    best (which another budget may pick later) and `keep` (the final step's pick, whatever finished since).
 
-    KeepBestTrial keeps the previous best until the new one is COMPLETE, and a killed worker may leave
-    a partial save; a trial still running (another worker's) keeps its files."""
+    KeepBestTrial saves before its trial is COMPLETE, and a killed worker may leave a partial save; a trial
+    still running (another worker's) keeps its files."""
     finished = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
-    kept = {t.number for t in best_of_each_backbone(study).values()}
+    kept = {t.number for t in best_of_each_backbone(study).values()} | ({keep.number} if keep else set())
     for path in Path(directory).glob("*trial-*"):
         found = _CHECKPOINT.match(path.name)
         if found and int(found.group(1)) in finished and int(found.group(1)) not in kept:

@@ -137,7 +137,23 @@ def best_trial(study: optuna.Study, budget: float | None = None) -> optuna.trial
     within = within_budget(complete, budget)
     if not within:
         raise PipelineError(no_trial_within(study.study_name, complete, budget))
-    return max(within, key=lambda t: (t.value, -t.number))
+    return max(within, key=ranking)
+
+
+def ranking(trial: optuna.trial.FrozenTrial) -> tuple[float, int]:
+    """The more accurate first, the earliest of equals."""
+    return trial.value, -trial.number
+
+
+def best_of_each_backbone(study: optuna.Study) -> dict[str, optuna.trial.FrozenTrial]:
+    """Each backbone's most accurate completed trial. A budget keeps or drops whole backbones (within_budget),
+    so whatever the budget, best_trial's pick is one of these."""
+    best: dict[str, optuna.trial.FrozenTrial] = {}
+    for trial in study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+        held = best.get(backbone_of(trial))
+        if held is None or ranking(trial) > ranking(held):
+            best[backbone_of(trial)] = trial
+    return best
 
 
 def no_trial_within(study_name: str, complete: list[optuna.trial.FrozenTrial], budget: float) -> str:

@@ -14,7 +14,7 @@ from pipeline.schema import TrainerOptions, own_fields
 from pipeline.training import precision
 
 # What the pipeline decides, whatever conf/trainer says: per-epoch evaluation (the search objective and
-# MLflow's per-epoch curves), no per-trial checkpoints (only the best trial's weights are kept, by
+# MLflow's per-epoch curves), no per-trial checkpoints (only each backbone's best trial's weights are kept, by
 # search/checkpoints.KeepBestTrial), MLflow through our own trial-aware callback, and raw losses so NaN is seen.
 FIXED_ARGS: dict[str, Any] = {
     "eval_strategy": "epoch",

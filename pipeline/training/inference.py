@@ -9,6 +9,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel
 
+from pipeline.errors import PipelineError
+
 BATCH_SIZE = 64  # texts per batch; on an H200 too, 64 classified faster than 256 (docs/performance.md)
 
 
@@ -17,12 +19,13 @@ def probabilities(
 ) -> np.ndarray:
     """Rows of class probabilities, in the order of `texts`. Texts are truncated as in training (the tokenizer's
     model_max_length) and batched by length, so padding costs little. On a GPU each batch's probabilities stay on
-    the device and all come back at the end: no copy back, and no wait for it, per batch."""
+    the device and all come back at the end, so the host pads the next batch while the GPU computes (BERT's
+    forward still waits for the GPU once, at its attention mask's check in transformers: docs/performance.md)."""
     if not texts:  # the tokenizer fails on none
         return np.zeros((0, model.config.num_labels), dtype=np.float32)
     encoded = tokenizer(texts, truncation=True)["input_ids"]
     order = np.argsort([len(ids) for ids in encoded], kind="stable")
-    pad = Padding(tokenizer.pad_token_id or 0, tokenizer.padding_side == "left", model.device)
+    pad = Padding(tokenizer.pad_token_id, tokenizer.padding_side == "left", model.device)
     model.eval()
     computed = []
     with torch.inference_mode():
@@ -38,17 +41,22 @@ def probabilities(
 
 class Padding:
     """A batch of token ids as `input_ids` and `attention_mask` on `device`, padded to its longest text: in
-    numpy (a tenth of `tokenizer.pad`'s time on lists of ids), copied from pinned memory without a wait on a GPU."""
+    numpy (a tenth of `tokenizer.pad`'s time on lists of ids), copied to a GPU from pinned memory, asynchronously."""
 
-    def __init__(self, pad_id: int, left: bool, device: torch.device) -> None:
+    def __init__(self, pad_id: int | None, left: bool, device: torch.device) -> None:
         self.pad_id, self.left, self.device = pad_id, left, device
 
     def __call__(self, batch: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
         lengths = np.array([len(ids) for ids in batch])
         width = int(lengths.max())
+        if self.pad_id is None and (lengths < width).any():
+            raise PipelineError(
+                "the model's tokenizer has no padding token, so texts of different lengths cannot share a batch; "
+                "give it one (tokenizer.pad_token = tokenizer.eos_token, then save_pretrained) or use --batch-size 1"
+            )
         columns = np.arange(width)
         mask = columns >= (width - lengths)[:, None] if self.left else columns < lengths[:, None]
-        input_ids = np.full(mask.shape, self.pad_id, dtype=np.int64)
+        input_ids = np.full(mask.shape, self.pad_id or 0, dtype=np.int64)  # none: no text is padded
         input_ids[mask] = np.concatenate(batch)  # row by row, each text's ids into its unmasked places
         return self._moved(input_ids), self._moved(mask.astype(np.int64))
 
