@@ -150,9 +150,9 @@ def best_of_each_backbone(study: optuna.Study) -> dict[str, optuna.trial.FrozenT
     so whatever the budget, best_trial's pick is one of these."""
     best: dict[str, optuna.trial.FrozenTrial] = {}
     for trial in study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
-        held = best.get(backbone_of(trial))
+        held = best.get(name := backbone_of(trial))
         if held is None or ranking(trial) > ranking(held):
-            best[backbone_of(trial)] = trial
+            best[name] = trial
     return best
 
 
